@@ -1,0 +1,181 @@
+"""The ``instseg`` command. Bad input ends with exit code 2 and one line naming the file and the
+record; ``--debug`` shows the traceback instead."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from instseg.errors import InputError
+
+
+def _print_table(rows: list[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        print(f"{key:<{width}}  {text}")
+
+
+def _benchmark_config(params_path: str, scale: str | None):
+    from instseg.config import load_params, scale_params
+    from instseg.data.occluded_shapes import BenchmarkConfig
+
+    params = load_params(params_path)
+    return BenchmarkConfig.from_dict(scale_params(params, scale)["benchmark"])
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from instseg.data.occluded_shapes import build_benchmark
+
+    cfg = _benchmark_config(args.params, args.scale)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        if not args.force:
+            raise InputError("output directory is not empty (pass --force to replace it)", out)
+        shutil.rmtree(out)
+    summary = build_benchmark(cfg, out, workers=args.workers)
+    print(f"wrote {summary['images']} images to {out} in {summary['seconds']:.1f} s "
+          f"({summary['images_per_second']:.0f} images/s, {args.workers} worker(s))")
+    return 0
+
+
+def cmd_data_sync(args: argparse.Namespace) -> int:
+    """Make data/ match data.dvc by regenerating it, so `dvc repro` needs no remote."""
+    from instseg.config import load_params
+    from instseg.data.dvc_hash import dir_md5, tracked_md5
+    from instseg.data.occluded_shapes import build_benchmark
+
+    tracked_path, expected = tracked_md5(args.dvc_file)
+    root = Path(args.dvc_file).parent / tracked_path
+    if root.exists() and dir_md5(root) == expected:
+        print(f"{root} matches {args.dvc_file} ({expected})")
+        return 0
+    cfg = _benchmark_config(args.params, load_params(args.params)["data"]["scale"])
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
+        staging = Path(tmp) / root.name
+        build_benchmark(cfg, staging, workers=args.workers)
+        got = dir_md5(staging)
+        if got != expected:
+            raise InputError(f"regenerated benchmark hashes to {got}, not {expected}; are the libraries "
+                             "pinned in constraints.txt installed?", args.dvc_file)
+        if root.exists():
+            shutil.rmtree(root)
+        staging.rename(root)
+    print(f"regenerated {root}; it matches {args.dvc_file} ({expected})")
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from instseg.data.coco_json import load_coco_gt
+    from instseg.data.stats import split_statistics
+
+    root = Path(args.dir)
+    files = sorted((root / "annotations").glob("*.json")) if (root / "annotations").is_dir() else []
+    if not files:
+        raise InputError("no annotations/*.json found: is this a benchmark directory?", root)
+    report = {f.stem: split_statistics(load_coco_gt(f), args.coco_occ_threshold) for f in files}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for split, stats in report.items():
+        print(f"== {split}")
+        _print_table([(k, v) for k, v in stats.items() if not isinstance(v, dict)])
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from instseg.data.coco_json import check_images_exist, load_coco_gt
+
+    gt = load_coco_gt(args.json)
+    if args.images:
+        check_images_exist(gt, args.images, args.json)
+    print(f"{args.json}: {len(gt['images'])} images, {len(gt['annotations'])} annotations, "
+          f"{len(gt['categories'])} categories: OK")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from instseg.data.coco_json import load_coco_gt, load_coco_results
+    from instseg.data.occlusion import coco_occ_image_ids
+    from instseg.evaluation import ap_by_occlusion, evaluate, per_category_ap
+
+    gt = load_coco_gt(args.gt)
+    results = load_coco_results(args.dt, gt, args.iou_type)
+    image_ids = coco_occ_image_ids(gt, threshold=args.coco_occ_threshold) if args.subset == "occ" else None
+    metrics = evaluate(gt, results, args.iou_type, amodal=args.amodal, image_ids=image_ids)
+    metrics["subset"] = args.subset
+    if args.per_category:
+        metrics["per_category"] = per_category_ap(gt, results, args.iou_type, amodal=args.amodal, image_ids=image_ids)
+    if args.by_occlusion:
+        metrics["by_occlusion"] = ap_by_occlusion(gt, results, iou_type=args.iou_type)
+    _print_table([(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))])
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="instseg", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="build, check and describe datasets").add_subparsers(dest="data_command", required=True)
+    build = data.add_parser("build", help="generate the OccludedShapes benchmark")
+    build.add_argument("--scale", default=None, help="preset from params.yaml (default: its 'scale')")
+    build.add_argument("--out", required=True)
+    build.add_argument("--params", default="params.yaml")
+    build.add_argument("--workers", type=int, default=2)
+    build.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    build.set_defaults(func=cmd_data_build)
+
+    sync = data.add_parser("sync", help="regenerate the benchmark tracked by data.dvc if it is missing or differs")
+    sync.add_argument("--dvc-file", default="data.dvc")
+    sync.add_argument("--params", default="params.yaml")
+    sync.add_argument("--workers", type=int, default=2)
+    sync.set_defaults(func=cmd_data_sync)
+
+    stats = data.add_parser("stats", help="statistics of every split in a benchmark directory")
+    stats.add_argument("dir")
+    stats.add_argument("--coco-occ-threshold", type=float, default=0.2)
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.set_defaults(func=cmd_data_stats)
+
+    check = data.add_parser("check", help="validate a COCO JSON (and that its images exist)")
+    check.add_argument("--json", required=True)
+    check.add_argument("--images", default=None)
+    check.set_defaults(func=cmd_data_check)
+
+    ev = sub.add_parser("eval", help="COCO AP of a results file")
+    ev.add_argument("--gt", required=True)
+    ev.add_argument("--dt", required=True)
+    ev.add_argument("--iou-type", choices=("segm", "bbox"), default="segm")
+    ev.add_argument("--amodal", action="store_true", help="use amodal masks/boxes as ground truth")
+    ev.add_argument("--subset", choices=("all", "occ"), default="all", help="occ: the COCO-OCC rule")
+    ev.add_argument("--coco-occ-threshold", type=float, default=0.2)
+    ev.add_argument("--per-category", action="store_true")
+    ev.add_argument("--by-occlusion", action="store_true", help="AP by occlusion-ratio bin")
+    ev.add_argument("--out", default=None, help="write the metrics as JSON")
+    ev.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        if args.debug:
+            raise
+        print(f"instseg: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

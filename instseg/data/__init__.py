@@ -1,0 +1,1 @@
+"""Data: the OccludedShapes benchmark, COCO-style readers and writers, occlusion targets."""
