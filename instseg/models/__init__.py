@@ -1,0 +1,1 @@
+"""Model parts: ROI mask heads (``instseg.models.mask_heads``) and the detectors that use them."""

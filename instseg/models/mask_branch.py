@@ -1,0 +1,77 @@
+"""The ROI mask branch shared by both detectors: pool 14x14 features, run a swappable head,
+build its targets from the instance masks, or turn its logits into per-detection maps.
+
+Detectron2-style heads plug in here; torchvision's ``RoIHeads`` hard-codes ``maskrcnn_loss``
+and a single logits tensor, so the detectors call this branch instead of its mask path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import MultiScaleRoIAlign
+
+from instseg.models.mask_heads import mask_head_targets, output_probabilities
+
+# head output key -> key of the pasted map in a detection dict (beside torchvision's "masks")
+OUTPUT_KEYS: dict[str, str] = {
+    "mask": "masks",
+    "boundary": "occludee_contours",
+    "occluder_mask": "occluder_masks",
+    "occluder_boundary": "occluder_contours",
+}
+
+
+class RoIMaskBranch(nn.Module):
+    """Pooler + mask head + target rule.
+
+    ``occluder_rule``: "reference" (BCNet's box-IoU rule, works on any COCO data), "depth"
+    (true occluders from a ``depth`` target key) or "none" (heads without occluder outputs).
+    ``max_rois_per_image`` caps the positive ROIs that train the head (a CPU budget knob).
+    """
+
+    def __init__(self, head: nn.Module, roi_pool: MultiScaleRoIAlign, occluder_rule: str = "reference",
+                 max_rois_per_image: int | None = None, class_specific: bool = False) -> None:
+        super().__init__()
+        self.head = head
+        self.roi_pool = roi_pool
+        self.occluder_rule = occluder_rule
+        self.max_rois_per_image = max_rois_per_image
+        self.class_specific = class_specific
+
+    def _cap(self, proposals: Tensor, matched: Tensor) -> tuple[Tensor, Tensor]:
+        if self.max_rois_per_image is None or len(proposals) <= self.max_rois_per_image:
+            return proposals, matched
+        keep = torch.randperm(len(proposals), device=proposals.device)[: self.max_rois_per_image]
+        return proposals[keep], matched[keep]
+
+    def losses(self, features: dict[str, Tensor], image_shapes: list[tuple[int, int]], proposals: list[Tensor],
+               matched_idxs: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Loss terms of the head on positive ``proposals`` matched to ``targets`` instances."""
+        rois, matched = zip(*(self._cap(p, m) for p, m in zip(proposals, matched_idxs)))
+        per_image = []
+        for boxes, idx, target in zip(rois, matched, targets):
+            per_image.append(mask_head_targets(
+                target["masks"], target["boxes"], boxes, idx, occluder=self.occluder_rule,
+                depth=target.get("depth"), amodal_masks=None))
+        head_targets = {key: torch.cat([t[key] for t in per_image]) for key in per_image[0]}
+        labels = torch.cat([t["labels"][idx] for t, idx in zip(targets, matched)]) if self.class_specific else None
+        outputs = self.head(self.roi_pool(features, list(rois), image_shapes), labels)
+        return self.head.loss(outputs, head_targets)
+
+    def raw_outputs(self, features: dict[str, Tensor], image_shapes: list[tuple[int, int]],
+                    detections: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Head logits for every detection box (all images concatenated)."""
+        boxes = [d["boxes"] for d in detections]
+        labels = torch.cat([d["labels"] for d in detections]) if self.class_specific else None
+        return self.head(self.roi_pool(features, boxes, image_shapes), labels)
+
+    def predict(self, features: dict[str, Tensor], image_shapes: list[tuple[int, int]],
+                detections: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """Add 28x28 probability maps ("masks" and, for bilayer heads, the extra layers)."""
+        probabilities = output_probabilities(self.raw_outputs(features, image_shapes, detections))
+        counts = [len(d["boxes"]) for d in detections]
+        for key, probs in probabilities.items():
+            for detection, chunk in zip(detections, probs.split(counts)):
+                detection[OUTPUT_KEYS[key]] = chunk
+        return detections

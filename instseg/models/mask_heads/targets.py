@@ -1,0 +1,64 @@
+"""Per-ROI training targets for the mask heads, built from instance masks and boxes on the fly.
+
+BCNet's reference code reads occluder masks precomputed offline; computing them here lets any
+COCO-style dataset train every head. The caller loops over images (as torchvision does) and
+concatenates the per-image dicts.
+
+Projection uses ``roi_align`` like torchvision's ``project_masks_on_boxes`` but with
+``aligned=True`` (detectron2's choice): box coordinates are pixel edges (pixel k covers [k, k+1]),
+so a box of at least M px that exactly covers a mask yields an all-ones target; torchvision's
+``aligned=False`` samples half a pixel off and loses the far corner of such a box. (Boxes under
+M px are upsampled bilinearly, which rounds the target's corners in either convention.) Projected values are
+binarised at 0.5; boundaries are computed afterwards on the binary M x M maps, as the reference
+does at 28 x 28.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import roi_align
+
+from instseg.data.occlusion import boundary_targets, occluder_masks_depth, occluder_masks_reference
+
+OCCLUDER_RULES = ("reference", "depth", "none")
+
+
+def project_masks_on_boxes(masks: Tensor, boxes: Tensor, matched_idxs: Tensor, resolution: int) -> Tensor:
+    """Crop ``masks[matched_idxs[r]]`` ([N, K, H, W]) to ``boxes[r]`` and resample it to
+    ``resolution``; returns soft values [R, K, M, M] (aligned RoIAlign, see module docstring)."""
+    rois = torch.cat([matched_idxs[:, None].to(boxes.dtype), boxes], dim=1)
+    return roi_align(masks.to(boxes.dtype), rois, (resolution, resolution), 1.0, aligned=True)
+
+
+def mask_head_targets(gt_masks: Tensor, gt_boxes: Tensor, proposals: Tensor, matched_idxs: Tensor,
+                      resolution: int = 28, occluder: str = "reference", depth: Tensor | None = None,
+                      amodal_masks: Tensor | None = None) -> dict[str, Tensor]:
+    """Float 0/1 targets [R, M, M] for one image's positive proposals.
+
+    ``gt_masks`` [N, H, W] are visible masks, ``gt_boxes`` [N, 4] xyxy, ``proposals`` [R, 4] xyxy,
+    ``matched_idxs`` [R] the instance each proposal was matched to. Keys: "mask", "boundary" and,
+    unless ``occluder="none"``, "occluder_mask", "occluder_boundary". ``occluder`` picks the rule:
+    "reference" (BCNet's: other instances whose box IoU > 0.05, inside this box), or "depth"
+    (true occluders from ``depth`` ordering, larger = closer, optionally with ``amodal_masks``).
+    With "none" the occluder keys are absent, so a head that predicts occluders fails loudly.
+    """
+    if occluder not in OCCLUDER_RULES:
+        raise ValueError(f"occluder must be one of {OCCLUDER_RULES}, not {occluder!r}")
+    if occluder == "depth" and depth is None:
+        raise ValueError('occluder="depth" needs the instances\' depth order')
+    keys = ("mask", "boundary") if occluder == "none" else (
+        "mask", "boundary", "occluder_mask", "occluder_boundary")
+    if proposals.shape[0] == 0:
+        return {key: proposals.new_zeros((0, resolution, resolution)) for key in keys}
+    masks = gt_masks.bool()
+    maps = [masks]
+    if occluder == "reference":
+        maps.append(occluder_masks_reference(masks, gt_boxes))
+    elif occluder == "depth":
+        maps.append(occluder_masks_depth(masks, depth, amodal_masks=amodal_masks, boxes=gt_boxes))
+    binary = project_masks_on_boxes(torch.stack(maps, dim=1), proposals, matched_idxs, resolution) >= 0.5
+    targets = {"mask": binary[:, 0], "boundary": boundary_targets(binary[:, 0])}
+    if occluder != "none":
+        targets |= {"occluder_mask": binary[:, 1], "occluder_boundary": boundary_targets(binary[:, 1])}
+    return {key: target.float() for key, target in targets.items()}
