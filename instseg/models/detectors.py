@@ -134,6 +134,17 @@ class FCOSInstance(nn.Module):
         return self.fcos.transform.postprocess(detections, image_list.image_sizes, original_sizes)
 
 
+def _narrow_group_norms(module: nn.Module) -> None:
+    """FCOS's head hard-codes GroupNorm(32): at narrow FPN widths that is one channel per group,
+    which fails on the 1x1 P7 of small images. Keep at least four channels per group."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.GroupNorm):
+            channels = child.num_channels
+            setattr(module, name, nn.GroupNorm(min(child.num_groups, max(channels // 4, 1)), channels))
+        else:
+            _narrow_group_norms(child)
+
+
 def _mask_branch(head: str, head_kwargs: dict[str, Any], featmap_names: list[str], num_classes: int,
                  occluder_rule: str, max_rois_per_image: int | None, in_channels: int) -> RoIMaskBranch:
     kwargs = dict(head_kwargs)
@@ -175,6 +186,7 @@ def build_detector(detector: str, num_classes: int, mask_head: str = "bcnet", he
     if detector == "fcos":
         body = build_backbone(backbone, norm, fpn_channels, weights_path=weights_path, extra_levels="p6p7")
         fcos = FCOS(body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, **detector_kwargs)
+        _narrow_group_norms(fcos.head)
         branch = _mask_branch(mask_head, head_kwargs, ["0", "1", "2"], num_classes + 1, occluder_rule,
                               max_rois_per_image, fpn_channels)
         return FCOSInstance(fcos, branch)
