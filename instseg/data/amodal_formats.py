@@ -68,7 +68,7 @@ from typing import Any, Literal
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from instseg.data.coco_json import (_check_segmentation, read_json, segmentation_to_mask, segmentation_to_rle,
+from instseg.data.coco_json import (check_segmentation, read_json, segmentation_to_mask, segmentation_to_rle,
                                    validate_coco_gt)
 from instseg.errors import InputError
 
@@ -209,8 +209,8 @@ def _cocoa_regions(ann: dict, height: int, width: int, first_id: int, path: str 
         if isinstance(amodal, list) and amodal and not isinstance(amodal[0], list):
             amodal = [amodal]
         visible = region.get("visible_mask", amodal)
-        _check_segmentation(amodal, Path(path), where, "segmentation")
-        _check_segmentation(visible, Path(path), where, "visible_mask")
+        check_segmentation(amodal, Path(path), where, "segmentation")
+        check_segmentation(visible, Path(path), where, "visible_mask")
         if isinstance(visible, dict) and visible["size"] != [height, width]:
             raise InputError(f"'visible_mask' size {visible['size']} is not the image's [{height}, {width}]",
                              path, where)

@@ -33,7 +33,7 @@ def read_json(path: str | Path) -> Any:
         raise InputError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path) from None
 
 
-def _check_segmentation(seg: Any, path: Path, record: str, key: str) -> None:
+def check_segmentation(seg: Any, path: Path, record: str, key: str) -> None:
     if isinstance(seg, list):
         if len(seg) == 0:
             raise InputError(f"'{key}' is an empty polygon list", path, record)
@@ -54,7 +54,7 @@ def _check_segmentation(seg: Any, path: Path, record: str, key: str) -> None:
         raise InputError(f"'{key}' must be a polygon list or an RLE dict, got {type(seg).__name__}", path, record)
 
 
-def _check_bbox(bbox: Any, path: Path, record: str, key: str = "bbox") -> None:
+def check_bbox(bbox: Any, path: Path, record: str, key: str = "bbox") -> None:
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
         raise InputError(f"'{key}' must be [x, y, width, height]", path, record)
     if not all(np.isfinite(bbox)):
@@ -104,12 +104,12 @@ def validate_coco_gt(data: Any, path: str | Path = "<memory>") -> dict:
         if ann.get("category_id") not in category_ids:
             raise InputError(f"annotation references an unknown category_id {ann.get('category_id')!r}", path, record)
         if "bbox" in ann:
-            _check_bbox(ann["bbox"], path, record)
+            check_bbox(ann["bbox"], path, record)
         if "amodal_bbox" in ann:
-            _check_bbox(ann["amodal_bbox"], path, record, "amodal_bbox")
+            check_bbox(ann["amodal_bbox"], path, record, "amodal_bbox")
         for key in MASK_KEYS:
             if key in ann:
-                _check_segmentation(ann[key], path, record, key)
+                check_segmentation(ann[key], path, record, key)
         if "bbox" not in ann and "segmentation" not in ann:
             raise InputError("annotation has neither 'bbox' nor 'segmentation'", path, record)
     return data
@@ -145,9 +145,9 @@ def validate_coco_results(results: Any, gt: dict, path: str | Path = "<memory>",
         if iou_type == "bbox" and "bbox" not in det:
             raise InputError("bbox evaluation needs a 'bbox' in every detection", path, record)
         if "bbox" in det:
-            _check_bbox(det["bbox"], path, record)
+            check_bbox(det["bbox"], path, record)
         if "segmentation" in det:
-            _check_segmentation(det["segmentation"], path, record, "segmentation")
+            check_segmentation(det["segmentation"], path, record, "segmentation")
     return results
 
 

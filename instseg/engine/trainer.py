@@ -1,0 +1,290 @@
+"""Iteration-based trainer for torchvision-style detection models, resumable bit-exactly.
+
+The model contract is torchvision's: in train mode ``model(images, targets)`` returns a dict of
+named scalar loss terms; the trainer sums them. Everything a step depends on is either in the
+checkpoint (weights, optimizer, GradScaler, every RNG state) or a pure function of the
+iteration (learning rate, data order), so ``train(resume=True)`` continues exactly where the
+last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from instseg.engine import distributed as dist_utils
+from instseg.engine.checkpoint import atomic_save, atomic_write, load_checkpoint
+from instseg.engine.config import RESUMABLE_CHANGES, TrainConfig
+from instseg.engine.schedule import lr_at
+from instseg.engine.seeding import InfiniteBatchSampler, derive_seed, rng_state, seed_everything, set_rng_state
+from instseg.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+Callback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss went NaN/inf. Raised before the optimizer step, so the weights in memory are those
+    after the previous iteration and ``checkpoints/last.pt`` is the last good checkpoint."""
+
+    def __init__(self, iteration: int, losses: dict[str, float]):
+        self.iteration = iteration
+        self.losses = losses
+        terms = ", ".join(f"{name}={value}" for name, value in losses.items())
+        super().__init__(f"non-finite loss at iteration {iteration}: {terms}; training stopped before "
+                         "the optimizer step, the last checkpoint is kept")
+
+
+def build_optimizer(params: Sequence[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW; the learning rate is set every step from :func:`lr_at`."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class Trainer:
+    """Trains ``model`` on ``dataset`` for ``config.max_iters`` optimizer steps.
+
+    Under torchrun (call :func:`~instseg.engine.distributed.init_distributed` first) the model is
+    wrapped in DistributedDataParallel and each rank takes ``batch_size / world_size`` samples of
+    every global batch; only rank 0 writes ``out_dir``. This matches a single-process run when
+    every loss term is a mean over the batch's images and the model has no BatchNorm in train
+    mode (BN would normalise with per-rank statistics; use SyncBatchNorm or frozen BN).
+    ``callbacks(iteration, row)`` run after each step (and after its checkpoint, if any) with the
+    metrics row of that step.
+    """
+
+    def __init__(self, model: nn.Module, dataset: Dataset, config: TrainConfig, out_dir: str | PathLike,
+                 collate_fn: Callable[[list[Any]], Any], device: str | torch.device | None = None,
+                 callbacks: Sequence[Callback] = ()):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.dataset = dataset
+        self.collate_fn = collate_fn
+        self.callbacks = list(callbacks)
+        self.device = torch.device(device) if device is not None else dist_utils.default_device()
+        if self.device.type == "cuda" and self.device.index is None:  # DDP needs the index
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.rank = dist_utils.rank()
+        self.world_size = dist_utils.world_size()
+        if config.batch_size % self.world_size:
+            raise InputError(f"batch_size {config.batch_size} (global) is not divisible by the "
+                             f"{self.world_size} processes", record="train config")
+        self.model = model.to(self.device)
+        self.ddp_model: nn.Module = self.model
+        if self.world_size > 1:
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, config)
+        self.amp_dtype = _amp_dtype(config, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.out_dir / "checkpoints" / "last.pt"
+
+    @property
+    def final_weights(self) -> Path:
+        return self.out_dir / "checkpoints" / "model_final.pt"
+
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        """Run to ``max_iters``; with ``resume`` continue from ``checkpoints/last.pt`` if it exists
+        (else start from scratch). Returns a summary (iterations, last losses, paths, seconds)."""
+        cfg = self.config
+        main = dist_utils.is_main_process()
+        seed_everything(derive_seed(cfg.seed, self.rank), cfg.deterministic)
+        start = self._restore() if resume and self.last_checkpoint.exists() else 0
+        if start > cfg.max_iters:
+            raise InputError(f"checkpoint is at iteration {start}, past max_iters={cfg.max_iters}",
+                             self.last_checkpoint)
+        metrics = _MetricsCSV(self.out_dir / "metrics.csv", start) if main else None
+        sampler = InfiniteBatchSampler(len(self.dataset), cfg.batch_size, cfg.seed, start, self.rank,
+                                       self.world_size)
+        # An explicit generator keeps the loader from drawing on the global torch RNG.
+        loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.collate_fn,
+                            num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, start)))
+        batches = iter(loader)
+        bar = tqdm(total=cfg.max_iters, initial=start, desc="train", dynamic_ncols=True,
+                   disable=None if main else True)  # None: off when stderr is not a TTY
+        row: dict[str, float] = {}
+        began = time.perf_counter()
+        self.model.train()
+        try:
+            for iteration in range(start, cfg.max_iters):
+                tic = time.perf_counter()
+                row = self._step(iteration, next(batches))
+                row["sec_per_iter"] = time.perf_counter() - tic
+                if metrics:
+                    metrics.append(row)
+                done = iteration + 1
+                if done % cfg.checkpoint_every == 0 or done == cfg.max_iters:
+                    if metrics:
+                        metrics.sync()
+                    self._save_checkpoint(done)
+                bar.update(1)
+                if iteration % cfg.log_every == 0 or done == cfg.max_iters:
+                    self._log(bar, row)
+                for callback in self.callbacks:
+                    callback(iteration, row)
+            if main:
+                atomic_save(self.model.state_dict(), self.final_weights)
+            dist_utils.barrier()
+        finally:
+            bar.close()
+            if metrics:
+                metrics.close()
+            del batches  # shuts down loader workers
+        return {"iterations": cfg.max_iters, "start_iteration": start,
+                "losses": {k: v for k, v in row.items() if k not in ("iteration", "lr", "sec_per_iter")},
+                "seconds": time.perf_counter() - began, "checkpoint": str(self.last_checkpoint),
+                "model_final": str(self.final_weights)}
+
+    def _step(self, iteration: int, batch: tuple[Sequence[Tensor], Sequence[dict[str, Any]]]) -> dict[str, float]:
+        cfg = self.config
+        images, targets = batch
+        images = [image.to(self.device, non_blocking=True) for image in images]
+        targets = [{k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()}
+                   for t in targets]
+        lr = lr_at(iteration, cfg.lr, warmup_iters=cfg.warmup_iters, warmup_factor=cfg.warmup_factor,
+                   steps=cfg.lr_steps, gamma=cfg.gamma)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            losses = self.ddp_model(images, targets)
+        total = sum(losses.values())
+        # One reduction and one host sync per step: logged values are global-batch means, and
+        # every rank sees a NaN from any rank, so all stop together instead of hanging in backward.
+        values = dist_utils.mean_over_ranks(torch.stack([total.detach().float(), *(v.detach().float() for v in
+                                                                                      losses.values())])).tolist()
+        named = dict(zip(["loss", *losses], values))
+        if not math.isfinite(values[0]):
+            bad = {k: v for k, v in named.items() if k != "loss" and not math.isfinite(v)} or {"loss": values[0]}
+            raise NonFiniteLossError(iteration, bad)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"iteration": iteration, "lr": lr, **named}
+
+    def _save_checkpoint(self, iteration: int) -> None:
+        """Collective (RNG states are gathered from every rank); rank 0 writes."""
+        rng = dist_utils.all_gather_object(rng_state())
+        if not dist_utils.is_main_process():
+            return
+        atomic_save({"format": CHECKPOINT_FORMAT, "iteration": iteration, "model": self.model.state_dict(),
+                     "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                     "rng": rng, "config": self.config.to_dict()}, self.last_checkpoint)
+
+    def _restore(self) -> int:
+        state = load_checkpoint(self.last_checkpoint)
+        current = self.config.to_dict()
+        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and state["config"].get(k) != current[k])
+        if changed:
+            raise InputError(f"cannot resume: {changed} differ from the checkpoint's config "
+                             f"({ {k: state['config'].get(k) for k in changed} })", self.last_checkpoint)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if len(state["rng"]) == self.world_size:
+            set_rng_state(state["rng"][self.rank])
+        else:
+            warnings.warn(f"checkpoint was written by {len(state['rng'])} processes, resuming on "
+                          f"{self.world_size}: RNG streams are reseeded, so the run is not bit-identical "
+                          "to an uninterrupted one", stacklevel=3)
+            seed_everything(derive_seed(self.config.seed, self.rank, state["iteration"]),
+                            self.config.deterministic)
+        logger.info("resumed from %s at iteration %d", self.last_checkpoint, state["iteration"])
+        return state["iteration"]
+
+    def _log(self, bar: tqdm, row: dict[str, float]) -> None:
+        if not dist_utils.is_main_process():
+            return
+        losses = {k: f"{v:.4g}" for k, v in row.items() if k not in ("iteration", "sec_per_iter")}
+        if bar.disable:
+            logger.info("iter %d/%d %s %.3f s/it", row["iteration"], self.config.max_iters,
+                        " ".join(f"{k}={v}" for k, v in losses.items()), row["sec_per_iter"])
+        else:
+            bar.set_postfix(losses)
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None when AMP is off (always on CPU)."""
+    if not config.amp:
+        return None
+    if device.type != "cuda":
+        logger.warning("amp=true is ignored on %s (CUDA only)", device)
+        return None
+    if config.amp_dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, config.amp_dtype)
+
+
+class _MetricsCSV:
+    """``metrics.csv``: one row per iteration (``dvc plots`` x-axis: ``iteration``).
+
+    Rows at or after the starting iteration are dropped first: they were logged after the
+    checkpoint being resumed from and will be logged again, so none is ever duplicated.
+    """
+
+    def __init__(self, path: Path, start: int):
+        self.path = path
+        self.fields = self._truncate(start)
+        self.file: IO[str] | None = None
+        self.writer: csv.DictWriter | None = None
+
+    def _truncate(self, start: int) -> list[str] | None:
+        """Drop rows >= ``start``; return the existing header (None for a new file)."""
+        if start == 0 or not self.path.exists():
+            self.path.unlink(missing_ok=True)
+            return None
+        with self.path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return None
+        text = io.StringIO()
+        csv.writer(text).writerows([rows[0], *(r for r in rows[1:] if int(r[0]) < start)])
+        atomic_write(self.path, lambda f: f.write(text.getvalue().encode("utf-8")))
+        return rows[0]
+
+    def append(self, row: dict[str, float]) -> None:
+        if self.writer is None:
+            if self.fields is not None and list(row) != self.fields:
+                raise RuntimeError(f"{self.path}: this run logs columns {list(row)}, the file has {self.fields}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = self.path.open("a", newline="", encoding="utf-8")
+            self.writer = csv.DictWriter(self.file, list(row))
+            if self.fields is None:
+                self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def sync(self) -> None:
+        """Make the rows durable before a checkpoint claims to cover them."""
+        if self.file is not None:
+            os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
