@@ -121,6 +121,70 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_records(model: Any, dataset: Any, label_to_category_id: dict[int, int], batch_size: int,
+                     extra_maps: bool = False, viz_dir: Path | None = None) -> list[dict]:
+    from instseg.models.inference import detections_to_coco, predict_batches
+
+    images = [dataset[i][0] for i in range(len(dataset))]
+    records = []
+    for k, pred in enumerate(predict_batches(model, images, batch_size)):
+        image_id = dataset.image_ids[k]
+        records.extend(detections_to_coco(pred, image_id, label_to_category_id, extra_maps=extra_maps))
+        if viz_dir is not None:
+            from instseg.viz.draw import save_prediction_overlay
+
+            save_prediction_overlay(images[k], pred, viz_dir / f"{image_id}.png")
+    return records
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from instseg.config import load_params, scale_params
+    from instseg.data.dataset import CocoInstanceDataset, collate_fn
+    from instseg.engine import TrainConfig, Trainer
+    from instseg.engine.runs import run_spec, save_spec
+    from instseg.evaluation import evaluate
+
+    params = load_params(args.params)
+    train_cfg = dict(scale_params(params, args.scale)["train"])
+    if args.max_iters is not None:
+        train_cfg["max_iters"] = args.max_iters
+    config = TrainConfig.from_dict(train_cfg, source=f"{args.params}: scales.{args.scale or params['scale']}.train")
+    train_set = CocoInstanceDataset(args.train_json, args.train_images)
+    spec = run_spec(params, args.scale, args.model, args.detector, train_set.label_to_category_id)
+    out = Path(args.out)
+    save_spec(spec, out)
+    model = spec.build_model()
+    summary = Trainer(model, train_set, config, out, collate_fn).train(resume=args.resume)
+    print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f} s -> {summary['model_final']}")
+    if args.val_json:
+        val_set = CocoInstanceDataset(args.val_json, args.val_images)
+        records = _predict_records(model, val_set, spec.label_to_category_id, config.batch_size)
+        (out / "val_results.json").write_text(json.dumps(records))
+        metrics = {iou: evaluate(val_set.gt, records, iou) for iou in ("segm", "bbox")}
+        (out / "val_metrics.json").write_text(json.dumps(metrics, indent=2))
+        _print_table([(f"{iou} {k}", v) for iou, m in metrics.items() for k, v in m.items()
+                      if k in ("AP", "AP50", "AP75")])
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from instseg.data.coco_json import image_folder_coco
+    from instseg.data.dataset import CocoInstanceDataset
+    from instseg.engine.runs import load_run
+
+    model, spec = load_run(args.checkpoint)
+    gt = args.json if args.json else image_folder_coco(args.images)
+    dataset = CocoInstanceDataset(gt, args.images)
+    viz = Path(args.viz) if args.viz else None
+    if viz:
+        viz.mkdir(parents=True, exist_ok=True)
+    records = _predict_records(model, dataset, spec.label_to_category_id, args.batch_size, args.extra_maps, viz)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(records))
+    print(f"wrote {len(records)} detections for {len(dataset)} images to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="instseg", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
@@ -151,6 +215,30 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", required=True)
     check.add_argument("--images", default=None)
     check.set_defaults(func=cmd_data_check)
+
+    tr = sub.add_parser("train", help="train a detector with a mask head on COCO-format data")
+    tr.add_argument("--model", default="bcnet", help="a name under `models` in params.yaml")
+    tr.add_argument("--detector", choices=("frcnn", "fcos"), default="frcnn")
+    tr.add_argument("--train-json", required=True)
+    tr.add_argument("--train-images", required=True)
+    tr.add_argument("--val-json", default=None)
+    tr.add_argument("--val-images", default=None)
+    tr.add_argument("--out", required=True, help="run directory")
+    tr.add_argument("--scale", default=None)
+    tr.add_argument("--params", default="params.yaml")
+    tr.add_argument("--max-iters", type=int, default=None, help="override the scale's max_iters")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    tr.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="COCO results of a trained model")
+    pr.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory")
+    pr.add_argument("--images", required=True, help="image folder")
+    pr.add_argument("--json", default=None, help="COCO JSON naming the images (default: every image in --images)")
+    pr.add_argument("--out", required=True, help="results JSON")
+    pr.add_argument("--viz", default=None, help="write one overlay PNG per image here")
+    pr.add_argument("--batch-size", type=int, default=4)
+    pr.add_argument("--extra-maps", action="store_true", help="also write occluder masks and contours (bilayer heads)")
+    pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("eval", help="COCO AP of a results file")
     ev.add_argument("--gt", required=True)

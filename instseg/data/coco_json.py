@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from instseg.errors import InputError
@@ -194,3 +195,26 @@ def check_images_exist(gt: dict, image_dir: str | Path, path: str | Path = "<mem
             raise InputError("image record has no 'file_name'", path, f"images[{i}] (id={img['id']})")
         if not (image_dir / name).is_file():
             raise InputError(f"missing image file {image_dir / name}", path, f"images[{i}] (id={img['id']})")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def image_folder_coco(image_dir: str | Path) -> dict:
+    """A COCO dict with no annotations for every image under ``image_dir`` (ids 1.. in name order),
+    so a folder of raw images can be predicted on."""
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise InputError("image folder not found", image_dir)
+    files = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder", image_dir)
+    images = []
+    for k, path in enumerate(files, start=1):
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"cannot read image ({exc.__class__.__name__})", path) from None
+        images.append({"id": k, "file_name": path.relative_to(image_dir).as_posix(), "height": height, "width": width})
+    return {"images": images, "annotations": [], "categories": []}

@@ -26,7 +26,8 @@ class RoIMaskBranch(nn.Module):
     """Pooler + mask head + target rule.
 
     ``occluder_rule``: "reference" (BCNet's box-IoU rule, works on any COCO data), "depth"
-    (true occluders from a ``depth`` target key) or "none" (heads without occluder outputs).
+    (true occluders from a ``depth`` target key), "auto" (depth when the targets carry it,
+    else reference) or "none" (heads without occluder outputs).
     ``max_rois_per_image`` caps the positive ROIs that train the head (a CPU budget knob).
     """
 
@@ -51,9 +52,11 @@ class RoIMaskBranch(nn.Module):
         rois, matched = zip(*(self._cap(p, m) for p, m in zip(proposals, matched_idxs)))
         per_image = []
         for boxes, idx, target in zip(rois, matched, targets):
-            per_image.append(mask_head_targets(
-                target["masks"], target["boxes"], boxes, idx, occluder=self.occluder_rule,
-                depth=target.get("depth"), amodal_masks=None))
+            rule = self.occluder_rule
+            if rule == "auto":
+                rule = "depth" if "depth" in target else "reference"
+            per_image.append(mask_head_targets(target["masks"], target["boxes"], boxes, idx, occluder=rule,
+                                               depth=target.get("depth")))
         head_targets = {key: torch.cat([t[key] for t in per_image]) for key in per_image[0]}
         labels = torch.cat([t["labels"][idx] for t, idx in zip(targets, matched)]) if self.class_specific else None
         outputs = self.head(self.roi_pool(features, list(rois), image_shapes), labels)

@@ -97,3 +97,21 @@ def layer_panels(layers: dict[str, np.ndarray], instance: int | None = None, tit
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def save_prediction_overlay(image: torch.Tensor, pred: dict[str, torch.Tensor], path: str | Path,
+                            score_threshold: float = 0.5, mask_threshold: float = 0.5) -> Path:
+    """A PNG of one image with its confident detections: masks tinted, boxes outlined."""
+    import cv2
+
+    keep = pred["scores"] >= score_threshold
+    out = image.permute(1, 2, 0).numpy().astype(np.float32).copy()
+    colours = palette(max(int(keep.sum()), 1))
+    for k, idx in enumerate(torch.where(keep)[0].tolist()):
+        if "masks" in pred:
+            m = pred["masks"][idx, 0].numpy() >= mask_threshold
+            out[m] = 0.5 * out[m] + 0.5 * colours[k]
+        x1, y1, x2, y2 = (int(round(v)) for v in pred["boxes"][idx].tolist())
+        cv2.rectangle(out, (x1, y1), (x2, y2), tuple(float(c) for c in colours[k]), 1)
+    Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8)).save(path)
+    return Path(path)
