@@ -122,12 +122,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _predict_records(model: Any, dataset: Any, label_to_category_id: dict[int, int], batch_size: int,
-                     extra_maps: bool = False, viz_dir: Path | None = None) -> list[dict]:
+                     extra_maps: bool = False, viz_dir: Path | None = None, device: Any = "cpu") -> list[dict]:
     from instseg.models.inference import detections_to_coco, predict_batches
 
     images = [dataset[i][0] for i in range(len(dataset))]
     records = []
-    for k, pred in enumerate(predict_batches(model, images, batch_size)):
+    for k, pred in enumerate(predict_batches(model, images, batch_size, device)):
         image_id = dataset.image_ids[k]
         records.extend(detections_to_coco(pred, image_id, label_to_category_id, extra_maps=extra_maps))
         if viz_dir is not None:
@@ -141,6 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from instseg.config import load_params, scale_params
     from instseg.data.dataset import CocoInstanceDataset, collate_fn
     from instseg.engine import TrainConfig, Trainer
+    from instseg.engine.distributed import destroy_distributed, init_distributed, is_main_process
     from instseg.engine.runs import run_spec, save_spec
     from instseg.evaluation import evaluate
 
@@ -152,13 +153,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_set = CocoInstanceDataset(args.train_json, args.train_images)
     spec = run_spec(params, args.scale, args.model, args.detector, train_set.label_to_category_id)
     out = Path(args.out)
-    save_spec(spec, out)
+    device = init_distributed()
+    if is_main_process():
+        save_spec(spec, out)
     model = spec.build_model()
-    summary = Trainer(model, train_set, config, out, collate_fn).train(resume=args.resume)
+    summary = Trainer(model, train_set, config, out, collate_fn, device=device).train(resume=args.resume)
+    main_process = is_main_process()
+    destroy_distributed()
+    if not main_process:
+        return 0
     print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f} s -> {summary['model_final']}")
     if args.val_json:
         val_set = CocoInstanceDataset(args.val_json, args.val_images)
-        records = _predict_records(model, val_set, spec.label_to_category_id, config.batch_size)
+        records = _predict_records(model, val_set, spec.label_to_category_id, config.batch_size, device=device)
         (out / "val_results.json").write_text(json.dumps(records))
         metrics = {iou: evaluate(val_set.gt, records, iou) for iou in ("segm", "bbox")}
         (out / "val_metrics.json").write_text(json.dumps(metrics, indent=2))
