@@ -49,12 +49,15 @@ class RunSpec:
 
 def run_spec(params: dict[str, Any], scale: str | None, model: str, detector: str,
              label_to_category_id: dict[int, int]) -> RunSpec:
-    """Combine the named head in ``params['models']`` with the scale's detector settings."""
+    """Combine the named head in ``params['models']`` with the scale's detector settings
+    (``detector``: shared, plus ``frcnn`` / ``fcos``: torchvision keyword arguments of that one)."""
     if model not in params.get("models", {}):
         raise InputError(f"unknown model {model!r}; params.yaml defines {', '.join(params.get('models', {}))}")
     if detector not in ("frcnn", "fcos"):
         raise InputError(f"unknown detector {detector!r}; choose frcnn or fcos")
-    preset, det = params["models"][model], dict(scale_params(params, scale)["detector"])
+    scale_cfg = scale_params(params, scale)
+    preset = params["models"][model]
+    det = dict(scale_cfg["detector"]) | dict(scale_cfg.get(detector) or {})
     head_kwargs = {"conv_channels": det.pop("head_channels")} | dict(preset.get("head_kwargs", {}))
     size = det.pop("image_size")
     build = {"mask_head": preset["mask_head"], "head_kwargs": head_kwargs,
