@@ -1,0 +1,565 @@
+"""Mask-head ablations on one frozen, shared detector (BCNet Tables 3.1-3.3, 3.5-3.6 in miniature).
+
+Why: on 2 CPU cores a detector per table row and seed would cost hours per row. DESIGN allows the
+head ablations to train the mask head alone on a frozen detector, so here
+
+1. the detector's backbone runs once per training image, and the 14x14 ROI features of the
+   ground-truth boxes plus jittered copies of them (simulated proposals) are cached in float16
+   with all their 28x28 targets (:func:`cache_roi_features`);
+2. each head trains on seeded random minibatches of cached ROIs (:func:`train_head`);
+3. every head is evaluated on the same detections of the same detector, computed once
+   (:func:`detector_detections`), on backbone features computed once (:func:`image_features`),
+   so AP differences between heads come from their masks alone (:func:`predict_masks`).
+
+:func:`run_ablation` runs variants x seeds, training a configuration shared by several table
+rows once, and returns one row per (variant, seed).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.transform import resize_boxes
+from torchvision.ops import MultiScaleRoIAlign, box_iou, clip_boxes_to_image
+
+from instseg.data.dataset import CocoInstanceDataset
+from instseg.engine import InfiniteBatchSampler, TrainConfig, build_optimizer, derive_seed, lr_at
+from instseg.engine.config import OPTIMIZERS
+from instseg.evaluation import DEFAULT_BINS, ap_by_occlusion, evaluate
+from instseg.models.inference import detections_to_coco, predict_batches
+from instseg.models.mask_heads import (
+    MASK_HEADS,
+    FCNMaskHead,
+    build_mask_head,
+    count_parameters,
+    mask_head_loss,
+    mask_head_targets,
+    mask_probabilities,
+)
+
+JITTER = 0.2  # each jittered box edge moves by up to this fraction of the box's width / height
+MIN_JITTER_IOU = 0.5  # a jittered box counts as a proposal of its instance, as in training
+BACKBONE_BATCH = 8  # images per backbone forward
+PREDICT_IMAGES = 32  # images whose ROIs go through the head together in evaluation
+HEAD_BATCH = 512  # ROIs per head forward in evaluation
+
+
+class OcclusionRCNNHead(nn.Module):
+    """ORCNN-style amodal baseline (Follmann et al.): two independent FCN heads on the same ROI
+    features, one for the amodal mask (``"mask"``, the evaluated output) and one for the visible
+    mask (``"visible_mask"``). ORCNN's third, occlusion-mask head is left out."""
+
+    def __init__(self, in_channels: int, conv_channels: int = 256, num_convs: int = 4) -> None:
+        super().__init__()
+        self.amodal = FCNMaskHead(in_channels, conv_channels, num_convs)
+        self.visible = FCNMaskHead(in_channels, conv_channels, num_convs)
+
+    def forward(self, roi_features: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """ROI features [R, C, 14, 14] -> {"mask": amodal logits, "visible_mask": visible logits}."""
+        return {"mask": self.amodal(roi_features)["mask"], "visible_mask": self.visible(roi_features)["mask"]}
+
+    def loss(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Unweighted BCE of both masks (``loss_mask``, ``loss_visible_mask``)."""
+        return mask_head_loss(outputs, targets)
+
+
+HEADS = {**MASK_HEADS, "orcnn": OcclusionRCNNHead}
+
+
+@dataclass(frozen=True)
+class HeadVariant:
+    """One table row: a head (a name in ``HEADS``) with its switches and training targets.
+
+    ``occluder_rule`` is the rule of :func:`mask_head_targets` ("auto": "depth" when the data
+    carries depth, else "reference"); ``amodal`` trains (and evaluates) on amodal masks, with ROIs
+    around the amodal boxes.
+    """
+
+    name: str
+    head: str
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    occluder_rule: str = "auto"
+    amodal: bool = False
+    label: str = ""
+
+
+def _bcnet(name: str, label: str, **flags: bool) -> HeadVariant:
+    return HeadVariant(name, "bcnet", flags, label=label)
+
+
+# Table 3.1: occluder targets of the first GCN; occludee contour off (that is Table 3.2's subject).
+TABLE_3_1 = (
+    _bcnet("t31_baseline", "baseline", occluder_mask=False, occluder_contour=False, occludee_contour=False),
+    _bcnet("t31_mask", "occluder mask", occluder_mask=True, occluder_contour=False, occludee_contour=False),
+    _bcnet("t31_contour", "occluder contour", occluder_mask=False, occluder_contour=True, occludee_contour=False),
+    _bcnet("t31_contour_mask", "occluder contour + mask", occluder_mask=True, occluder_contour=True,
+           occludee_contour=False),
+)
+# Table 3.2: the second GCN; row 2 is Table 3.1's last row, row 3 the full BCNet.
+TABLE_3_2 = (
+    _bcnet("t32_mask", "mask", guidance=False, occludee_contour=False),
+    _bcnet("t32_guidance_mask", "guidance + mask", occludee_contour=False),
+    _bcnet("t32_guidance_contour_mask", "guidance + contour + mask"),
+)
+# Table 3.3: structure. All heads are class-agnostic, so the rows differ only in structure.
+TABLE_3_3 = (
+    HeadVariant("t33_single_fcn", "fcn", label="single layer, FCN"),
+    HeadVariant("t33_single_gcn", "gcn", label="single layer, GCN"),
+    HeadVariant("t33_bilayer_fcn", "bilayer_fcn", label="bilayer, FCN"),
+    HeadVariant("t33_bilayer_gcn", "bcnet", label="bilayer, GCN (BCNet)"),
+)
+# Tables 3.5 (COCOA) and 3.6 (KINS): amodal heads, scored with amodal AP.
+TABLE_3_5 = (
+    HeadVariant("t35_amodal_mrcnn", "fcn", amodal=True, label="AmodalMRCNN (Mask R-CNN on amodal masks)"),
+    HeadVariant("t35_orcnn", "orcnn", amodal=True, label="ORCNN (visible + amodal heads)"),
+    HeadVariant("t35_bcnet", "bcnet", amodal=True, label="BCNet"),
+)
+TABLE_3_6 = (
+    HeadVariant("t36_mask_rcnn", "fcn", amodal=True, label="Mask R-CNN (amodal masks)"),
+    HeadVariant("t36_bcnet", "bcnet", amodal=True, label="BCNet"),
+)
+
+
+def build_head(variant: HeadVariant, in_channels: int, channels: int) -> nn.Module:
+    """The variant's head, ``channels`` wide (the same for every row of a table)."""
+    kwargs = {"in_channels": in_channels, "conv_channels": channels, **variant.head_kwargs}
+    if variant.head == "orcnn":
+        return OcclusionRCNNHead(**kwargs)
+    return build_mask_head(variant.head, **kwargs)
+
+
+def config_key(variant: HeadVariant) -> tuple:
+    """What a trained head depends on, defaults filled in: variants with equal keys (e.g. Table 3.2
+    row 3 and Table 3.3 row 4) are the same experiment and are trained once."""
+    if variant.head not in HEADS:
+        raise ValueError(f"unknown head {variant.head!r}; choose one of {sorted(HEADS)}")
+    factory = HEADS[variant.head]
+    bound = inspect.signature(factory).bind(in_channels=0, **variant.head_kwargs)
+    bound.apply_defaults()
+    arguments = tuple(sorted((k, repr(v)) for k, v in bound.arguments.items()
+                             if k not in ("in_channels", "conv_channels")))
+    return getattr(factory, "func", factory).__name__, arguments, variant.occluder_rule, variant.amodal
+
+
+# --------------------------------------------------------------------------------------------
+# Frozen detector: parts, backbone passes, detections
+
+
+def detector_parts(detector: nn.Module) -> tuple[nn.Module, nn.Module, MultiScaleRoIAlign]:
+    """(transform, backbone, mask-branch ROI pooler) of a Faster R-CNN or FCOS detector."""
+    if hasattr(detector, "roi_heads"):
+        return detector.transform, detector.backbone, detector.roi_heads.mask_branch.roi_pool
+    return detector.fcos.transform, detector.fcos.backbone, detector.mask_branch.roi_pool
+
+
+@dataclass
+class BackboneOutput:
+    """One image after the frozen backbone: the FPN levels its mask pooler reads ([1, C, h, w]) and sizes."""
+
+    index: int
+    target: dict[str, Any]
+    levels: dict[str, Tensor]
+    size: tuple[int, int]  # after the detector's transform: the frame the pooler's boxes live in
+    original: tuple[int, int]
+
+
+@torch.no_grad()
+def _backbone_passes(detector: nn.Module, dataset: CocoInstanceDataset, indices: Sequence[int]
+                     ) -> Iterator[BackboneOutput]:
+    """Run the detector's own transform (normalisation, resizing) and backbone, in eval mode,
+    so the features match what its mask branch saw in training."""
+    transform, backbone, pool = detector_parts(detector)
+    detector.eval()
+    for start in range(0, len(indices), BACKBONE_BATCH):
+        chunk = list(indices[start:start + BACKBONE_BATCH])
+        images, targets = zip(*(dataset[i] for i in chunk))
+        image_list, _ = transform(list(images))
+        features = backbone(image_list.tensors)
+        for k, (i, image, target, size) in enumerate(zip(chunk, images, targets, image_list.image_sizes)):
+            levels = {name: features[name][k:k + 1] for name in pool.featmap_names}
+            yield BackboneOutput(i, target, levels, tuple(size), tuple(image.shape[-2:]))
+
+
+def _pool(pool: MultiScaleRoIAlign, item: BackboneOutput, boxes: Tensor) -> Tensor:
+    """14x14 features of ``boxes`` (original image coordinates) of one image."""
+    boxes = resize_boxes(boxes, list(item.original), list(item.size)) if item.size != item.original else boxes
+    levels = {name: level.float() for name, level in item.levels.items()}
+    return pool(levels, [boxes], [item.size])
+
+
+@torch.no_grad()
+def detector_detections(detector: nn.Module, dataset: CocoInstanceDataset) -> list[dict[str, Tensor]]:
+    """The detector's ``boxes``, ``labels``, ``scores`` on every image of ``dataset``: computed once
+    per detector and split, then shared by every head so all heads see identical boxes."""
+    images = [dataset[i][0] for i in range(len(dataset))]
+    keys = ("boxes", "labels", "scores")
+    return [{k: pred[k] for k in keys} for pred in predict_batches(detector, images, BACKBONE_BATCH)]
+
+
+def gt_detections(dataset: CocoInstanceDataset, amodal: bool = False) -> list[dict[str, Tensor]]:
+    """Ground-truth boxes (amodal boxes with ``amodal``) as detections with score 1: an oracle-box
+    protocol that scores mask quality alone (and the tests' known-answer case)."""
+    detections = []
+    for i in range(len(dataset)):
+        target = dataset[i][1]
+        boxes = target["amodal_boxes" if amodal else "boxes"]
+        detections.append({"boxes": boxes, "labels": target["labels"], "scores": torch.ones(len(boxes))})
+    return detections
+
+
+# --------------------------------------------------------------------------------------------
+# Training cache
+
+
+@dataclass
+class RoiCache:
+    """Pooled ROI features (float16 [R, C, 14, 14]) and their 28x28 targets (bool [R, 28, 28] per
+    key), with where each ROI came from. Targets are built once, here, not per iteration."""
+
+    features: Tensor
+    targets: dict[str, Tensor]
+    boxes: Tensor  # float32 [R, 4], xyxy in original image coordinates
+    image_index: Tensor  # int64 [R], index into the dataset
+    instance: Tensor  # int64 [R], the matched instance in its image's target
+    is_gt: Tensor  # bool [R], the ground-truth box itself (else a jittered copy)
+    occluder_rule: str
+    amodal: bool
+    build_seconds: float
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the tensors."""
+        tensors = [self.features, self.boxes, self.image_index, self.instance, self.is_gt, *self.targets.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def batch(self, rois: Tensor | Sequence[int]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Float32 features and float 0/1 targets of the ROIs ``rois``, as a head's loss takes them."""
+        rois = torch.as_tensor(rois, dtype=torch.long)
+        return self.features[rois].float(), {key: t[rois].float() for key, t in self.targets.items()}
+
+
+def jitter_boxes(boxes: Tensor, count: int, size: tuple[int, int], generator: torch.Generator
+                 ) -> tuple[Tensor, Tensor]:
+    """``count`` jittered copies of each box (edges moved uniformly by up to ``JITTER`` of its width
+    or height, clipped to the image), keeping those with IoU >= 0.5 with their box, like the
+    positive proposals a head trains on. Returns (boxes [J, 4], parent box index [J])."""
+    parents = torch.arange(len(boxes)).repeat_interleave(count)
+    source = boxes[parents]
+    extent = (source[:, 2:] - source[:, :2]).repeat(1, 2)
+    noise = (torch.rand(source.shape, generator=generator) * 2 - 1) * JITTER * extent
+    jittered = clip_boxes_to_image(source + noise, size)
+    keep = box_iou(jittered, source).diagonal() >= MIN_JITTER_IOU
+    return jittered[keep], parents[keep]
+
+
+def _resolve_rule(rule: str, target: Mapping[str, Any]) -> str:
+    if rule == "auto":  # as RoIMaskBranch resolves it
+        return "depth" if "depth" in target else "reference"
+    return rule
+
+
+def roi_targets(target: Mapping[str, Any], rois: Tensor, matched: Tensor, occluder_rule: str, amodal: bool
+                ) -> dict[str, Tensor]:
+    """Bool 28x28 targets of one image's ROIs, by the same rule as end-to-end training
+    (:class:`~instseg.models.mask_branch.RoIMaskBranch`). With ``amodal``, ROIs are matched to
+    amodal boxes, "mask"/"boundary" are the amodal mask and its contour, "visible_mask" is the
+    visible mask, and occluder targets stay the occluders' visible masks."""
+    rule = _resolve_rule(occluder_rule, target)
+    boxes = target["amodal_boxes"] if amodal else target["boxes"]
+    targets = mask_head_targets(target["masks"], boxes, rois, matched, occluder=rule, depth=target.get("depth"))
+    if amodal:
+        targets["visible_mask"] = targets.pop("mask")
+        targets |= mask_head_targets(target["amodal_masks"], boxes, rois, matched, occluder="none")
+    return {key: value.bool() for key, value in targets.items()}
+
+
+def cache_roi_features(detector: nn.Module, dataset: CocoInstanceDataset, image_indices: Sequence[int],
+                       jitter_per_gt: int, seed: int, occluder_rule: str = "auto", amodal: bool = False) -> RoiCache:
+    """Run the frozen detector's backbone once per image and cache the ROIs every head trains on:
+    each ground-truth box (amodal box with ``amodal``) plus ``jitter_per_gt`` jittered copies
+    (deterministic from ``seed`` and the image index), pooled by the detector's own mask-branch
+    pooler, with their targets (:func:`roi_targets`)."""
+    if amodal and "amodal_masks" not in getattr(dataset, "occlusion_keys", ()):
+        raise ValueError("amodal training needs a dataset with amodal masks ('amodal_segmentation')")
+    start = time.perf_counter()
+    pool = detector_parts(detector)[2]
+    parts: dict[str, list[Tensor]] = {"features": [], "boxes": [], "image_index": [], "instance": [], "is_gt": []}
+    targets: list[dict[str, Tensor]] = []
+    for item in _backbone_passes(detector, dataset, image_indices):
+        gt_boxes = item.target["amodal_boxes" if amodal else "boxes"]
+        generator = torch.Generator().manual_seed(derive_seed(seed, item.index))
+        jittered, parents = jitter_boxes(gt_boxes, jitter_per_gt, item.original, generator)
+        rois = torch.cat([gt_boxes, jittered])
+        matched = torch.cat([torch.arange(len(gt_boxes)), parents])
+        targets.append(roi_targets(item.target, rois, matched, occluder_rule, amodal))
+        parts["features"].append(_pool(pool, item, rois).half())
+        parts["boxes"].append(rois)
+        parts["image_index"].append(torch.full((len(rois),), item.index, dtype=torch.long))
+        parts["instance"].append(matched)
+        parts["is_gt"].append(torch.arange(len(rois)) < len(gt_boxes))
+    if not targets:
+        raise ValueError("no images to cache")
+    merged = {key: torch.cat(values) for key, values in parts.items()}
+    merged_targets = {key: torch.cat([t[key] for t in targets]) for key in targets[0]}
+    return RoiCache(**merged, targets=merged_targets, occluder_rule=occluder_rule, amodal=amodal,
+                    build_seconds=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def _schedule(iters: int, batch_rois: int, lr: float, seed: int, optimizer: str = "adamw") -> TrainConfig:
+    """The engine's config for a head run: warmup over the first 10% (at most 100 iterations),
+    one 10x decay at 80%, so the curve can flatten before the end."""
+    decay = int(0.8 * iters)
+    return TrainConfig(max_iters=iters, optimizer=optimizer, lr=lr, batch_size=batch_rois,
+                       warmup_iters=min(100, iters // 10), lr_steps=(decay,) if decay > 0 else (), seed=seed)
+
+
+def train_head(variant: HeadVariant, cache: RoiCache, iters: int, batch_rois: int, lr: float, seed: int,
+               channels: int, optimizer: str = "adamw") -> nn.Module:
+    """A fresh head (initialised from ``seed``) trained on minibatches of ``cache`` (a pure function
+    of ``seed`` and the iteration, so every variant sees the same ROI order for a given seed).
+
+    The returned head is in eval mode and carries ``loss_curve`` (total loss per iteration) and
+    ``train_seconds``.
+    """
+    if variant.amodal != cache.amodal or variant.occluder_rule != cache.occluder_rule:
+        raise ValueError(f"variant {variant.name!r} needs a cache with occluder_rule={variant.occluder_rule!r}, "
+                         f"amodal={variant.amodal}; got {cache.occluder_rule!r}, {cache.amodal}")
+    config = _schedule(iters, batch_rois, lr, seed, optimizer)
+    torch.manual_seed(derive_seed(seed, 0))
+    head = build_head(variant, cache.features.shape[1], channels)
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = build_optimizer(params, config)
+    sampler = InfiniteBatchSampler(len(cache), batch_rois, derive_seed(seed, 1))
+    curve = []
+    head.train()
+    start = time.perf_counter()
+    for iteration in range(iters):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(iteration, lr, warmup_iters=config.warmup_iters, warmup_factor=config.warmup_factor,
+                                steps=config.lr_steps, gamma=config.gamma)
+        features, targets = cache.batch(sampler.global_batch(iteration))
+        loss = sum(head.loss(head(features), targets).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        curve.append(loss.item())
+    head.loss_curve = curve
+    head.train_seconds = time.perf_counter() - start
+    return head.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass
+class ImageFeatures:
+    """The frozen backbone's pooler levels of every image of a split (float16, one dict per image),
+    computed once and reused by every head's evaluation."""
+
+    items: list[BackboneOutput]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for item in self.items for t in item.levels.values())
+
+
+def image_features(detector: nn.Module, dataset: CocoInstanceDataset) -> ImageFeatures:
+    """Backbone features of every image of ``dataset`` (see :class:`ImageFeatures`)."""
+    items = []
+    for item in _backbone_passes(detector, dataset, range(len(dataset))):
+        item.levels = {name: level.half() for name, level in item.levels.items()}
+        item.target = {"image_id": item.target["image_id"]}
+        items.append(item)
+    return ImageFeatures(items)
+
+
+@torch.no_grad()
+def _mask_probabilities(head: nn.Module, rois: Tensor) -> Tensor:
+    head.eval()
+    if len(rois) == 0:
+        return rois.new_zeros((0, 1, 28, 28))
+    return torch.cat([mask_probabilities(head(chunk)) for chunk in rois.split(HEAD_BATCH)])
+
+
+def predict_masks(detector: nn.Module, head: nn.Module, dataset: CocoInstanceDataset,
+                  detections: Sequence[Mapping[str, Tensor]], features: ImageFeatures | None = None,
+                  mask_threshold: float = 0.5) -> list[dict]:
+    """COCO results of ``head``'s masks on fixed ``detections`` (one dict per image of ``dataset``).
+
+    Boxes, labels and scores are the detections' own, so two heads evaluated on the same
+    detections differ in their masks alone: AP differences between heads are mask differences.
+    The 28x28 probabilities are pasted into the image (torchvision's ``paste_masks_in_image``)
+    and thresholded at ``mask_threshold``. ``features`` (from :func:`image_features`) saves the
+    backbone pass when several heads are evaluated on one split.
+    """
+    features = image_features(detector, dataset) if features is None else features
+    if len(features.items) != len(detections):
+        raise ValueError(f"{len(detections)} detection dicts for {len(features.items)} images")
+    pool = detector_parts(detector)[2]
+    label_to_category_id = dataset.label_to_category_id
+    records = []
+    for start in range(0, len(detections), PREDICT_IMAGES):
+        items = features.items[start:start + PREDICT_IMAGES]
+        dets = detections[start:start + PREDICT_IMAGES]
+        pooled = torch.cat([_pool(pool, item, det["boxes"]) for item, det in zip(items, dets)])
+        probabilities = _mask_probabilities(head, pooled).split([len(d["boxes"]) for d in dets])
+        for item, det, probs in zip(items, dets, probabilities):
+            masks = paste_masks_in_image(probs, det["boxes"], item.original)
+            pred = {"boxes": det["boxes"], "labels": det["labels"], "scores": det["scores"], "masks": masks}
+            records += detections_to_coco(pred, item.target["image_id"], label_to_category_id, mask_threshold)
+    return records
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Ground truth (a COCO dict) and the dataset over the same images; ``image_ids`` scores a
+    subset (e.g. COCO-OCC inside val) without predicting it again."""
+
+    gt: dict
+    dataset: CocoInstanceDataset
+    image_ids: Sequence[int] | None = None
+
+
+def score(eval_set: EvalSet, results: list[dict], amodal: bool, bins: Sequence[tuple[float, float]] | None,
+          prefix: str) -> dict[str, float | None]:
+    """Segm AP, AP50, AP75 (percent) and, with ``bins``, AP per occlusion bin, as ``{prefix}_AP`` etc."""
+    kwargs = {"amodal": amodal, "image_ids": eval_set.image_ids}
+    metrics = evaluate(eval_set.gt, results, "segm", **kwargs)
+    row = {f"{prefix}_{k}": metrics[k] for k in ("AP", "AP50", "AP75")}
+    for b in ap_by_occlusion(eval_set.gt, results, bins, "segm", **kwargs) if bins else []:
+        row[f"{prefix}_AP_occ_{b['bin'][0]:g}_{b['bin'][1]:g}"] = b["AP"]
+    return row
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """Budget knobs of a head ablation (``channels`` is the same for every variant of a table).
+
+    ``boxes``: "detector" evaluates on the frozen detector's detections; "gt" on ground-truth boxes
+    with score 1 (amodal boxes for amodal variants), which isolates mask quality. Amodal variants
+    with "detector" need a detector whose boxes are amodal boxes.
+    """
+
+    iters: int = 1500
+    batch_rois: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    channels: int = 64
+    jitter_per_gt: int = 2
+    train_images: int | None = None  # the first N images of the training set (None: all)
+    cache_seed: int = 0
+    boxes: str = "detector"
+    bins: tuple[tuple[float, float], ...] | None = DEFAULT_BINS
+
+    def __post_init__(self) -> None:  # fail before any cache is built
+        if self.boxes not in ("detector", "gt"):
+            raise ValueError(f"boxes must be 'detector' or 'gt', not {self.boxes!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+
+
+def unique_variants(variants: Sequence[HeadVariant]) -> dict[tuple, list[HeadVariant]]:
+    """Variants grouped by :func:`config_key`, in first-seen order; repeated identical variants
+    (a row listed in two tables) collapse, and two different variants may not share a name."""
+    groups: dict[tuple, list[HeadVariant]] = {}
+    by_name: dict[str, HeadVariant] = {}
+    for variant in variants:
+        if variant.name in by_name:
+            if by_name[variant.name] != variant:
+                raise ValueError(f"two different variants are named {variant.name!r}")
+            continue
+        by_name[variant.name] = variant
+        groups.setdefault(config_key(variant), []).append(variant)
+    return groups
+
+
+class _EvalInputs:
+    """Per-dataset detections and backbone features, each computed once per run."""
+
+    def __init__(self, detector: nn.Module, boxes: str) -> None:
+        self.detector, self.boxes = detector, boxes
+        self._features: dict[int, ImageFeatures] = {}
+        self._detections: dict[tuple[int, bool], list[dict[str, Tensor]]] = {}
+
+    def features(self, dataset: CocoInstanceDataset) -> ImageFeatures:
+        if id(dataset) not in self._features:
+            self._features[id(dataset)] = image_features(self.detector, dataset)
+        return self._features[id(dataset)]
+
+    def detections(self, dataset: CocoInstanceDataset, amodal: bool) -> list[dict[str, Tensor]]:
+        key = (id(dataset), amodal and self.boxes == "gt")
+        if key not in self._detections:
+            self._detections[key] = (gt_detections(dataset, amodal) if self.boxes == "gt"
+                                     else detector_detections(self.detector, dataset))
+        return self._detections[key]
+
+
+def _evaluate_head(head: nn.Module, amodal: bool, eval_sets: Mapping[str, EvalSet], inputs: _EvalInputs,
+                   cfg: AblationConfig) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    """Predict once per dataset, score every eval set on it; returns (metrics, results per set)."""
+    datasets = {id(es.dataset): es.dataset for es in eval_sets.values()}
+    prepared = {key: (inputs.detections(ds, amodal), inputs.features(ds)) for key, ds in datasets.items()}
+    start = time.perf_counter()
+    predictions = {key: predict_masks(inputs.detector, head, datasets[key], *prepared[key]) for key in datasets}
+    row: dict[str, Any] = {"predict_seconds": time.perf_counter() - start}
+    start = time.perf_counter()
+    results = {name: predictions[id(es.dataset)] for name, es in eval_sets.items()}
+    for name, eval_set in eval_sets.items():
+        row |= score(eval_set, results[name], amodal, cfg.bins, name)
+    row["eval_seconds"] = time.perf_counter() - start
+    return row, results
+
+
+def run_ablation(variants: Sequence[HeadVariant], seeds: Sequence[int], detector: nn.Module,
+                 train_set: CocoInstanceDataset, eval_sets: Mapping[str, EvalSet | tuple], cfg: AblationConfig,
+                 results: dict[tuple[str, int, str], list[dict]] | None = None) -> pd.DataFrame:
+    """Train every distinct configuration of ``variants`` once per seed on the frozen ``detector``
+    and score it on every eval set (``name -> EvalSet`` or ``(gt, dataset[, image_ids])``).
+
+    Returns one row per (variant, seed): variant, label, config (the variant trained for it),
+    seed, params, train/predict/eval seconds, final loss, the loss curve (a list, to check that it
+    flattened), and ``{set}_AP``, ``{set}_AP50``,
+    ``{set}_AP75``, ``{set}_AP_occ_{lo}_{hi}`` (segm, percent; amodal AP for amodal variants).
+    Identical for a given seed apart from the timing columns. ``results``, when given, receives
+    the COCO results of each (variant name, seed, set name), e.g. for paired statistics.
+    """
+    sets = {name: es if isinstance(es, EvalSet) else EvalSet(*es) for name, es in eval_sets.items()}
+    groups = unique_variants(variants)
+    indices = list(range(len(train_set)))[:cfg.train_images]
+    inputs = _EvalInputs(detector, cfg.boxes)
+    caches: dict[tuple[str, bool], RoiCache] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for members in groups.values():
+        trained = members[0]
+        key = (trained.occluder_rule, trained.amodal)
+        if key not in caches:
+            caches[key] = cache_roi_features(detector, train_set, indices, cfg.jitter_per_gt, cfg.cache_seed, *key)
+        for seed in seeds:
+            head = train_head(trained, caches[key], cfg.iters, cfg.batch_rois, cfg.lr, seed, cfg.channels,
+                              cfg.optimizer)
+            metrics, per_set = _evaluate_head(head, trained.amodal, sets, inputs, cfg)
+            common = {"config": trained.name, "head": trained.head, "amodal": trained.amodal, "seed": seed,
+                      "params": count_parameters(head), "train_seconds": head.train_seconds,
+                      "seconds_per_iter": head.train_seconds / cfg.iters, "final_loss": head.loss_curve[-1],
+                      "loss_curve": head.loss_curve, **metrics}
+            for variant in members:
+                rows.setdefault(variant.name, []).append({"variant": variant.name, "label": variant.label, **common})
+                if results is not None:
+                    results.update({(variant.name, seed, name): records for name, records in per_set.items()})
+    return pd.DataFrame([row for name in dict.fromkeys(v.name for v in variants) for row in rows.get(name, [])])
