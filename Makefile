@@ -24,3 +24,4 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_heads.py
