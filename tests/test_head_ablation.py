@@ -172,7 +172,8 @@ def test_run_ablation_is_deterministic_and_trains_shared_rows_once(data: dict, d
     eval_sets = {"val": (data["val_gt"], data["val"]), "val_occ": (data["val_gt"], data["val"], occ_ids)}
     cfg = ha.AblationConfig(iters=3, batch_rois=8, channels=CHANNELS, train_images=6, boxes="gt")
     results: dict = {}
-    first = ha.run_ablation(variants, [0], detector, data["train"], eval_sets, cfg, results)
+    heads: dict = {}
+    first = ha.run_ablation(variants, [0], detector, data["train"], eval_sets, cfg, results, heads)
     second = ha.run_ablation(variants, [0], detector, data["train"], eval_sets, cfg)
     assert list(first["variant"]) == [v.name for v in variants]
     timing = [c for c in first.columns if c.endswith("seconds") or c == "seconds_per_iter"]
@@ -183,3 +184,22 @@ def test_run_ablation_is_deterministic_and_trains_shared_rows_once(data: dict, d
         assert column in first.columns
     assert first["params"].iloc[0] < first["params"].iloc[1]
     assert set(results) == {(v.name, 0, s) for v in variants for s in eval_sets}
+    assert set(heads) == {(v.name, 0) for v in variants}
+    assert heads[(ha.TABLE_3_2[2].name, 0)] is heads[(ha.TABLE_3_3[3].name, 0)]  # trained once
+    assert not heads[(variants[0].name, 0)].training
+
+
+def test_roi_features_match_the_cache_and_with_head_predicts_extra_maps(data: dict, detector: nn.Module,
+                                                                        cache: ha.RoiCache) -> None:
+    first = cache.image_index == cache.image_index[0]
+    index = int(cache.image_index[0])
+    feats = ha.roi_features(detector, data["train"], index, cache.boxes[first])
+    torch.testing.assert_close(feats.half(), cache.features[first])
+    head = ha.build_head(ha.TABLE_3_3[3], CHANNELS, CHANNELS)
+    model = ha.with_head(detector, head)
+    assert model.roi_heads.mask_branch.head is not detector.roi_heads.mask_branch.head
+    assert not model.roi_heads.mask_branch.class_specific
+    with torch.no_grad():
+        pred = model([data["val"][0][0]])[0]
+    for key in ("masks", "occluder_masks", "occludee_contours", "occluder_contours"):
+        assert key in pred and pred[key].shape[-2:] == data["val"][0][0].shape[-2:]

@@ -17,6 +17,7 @@ rows once, and returns one row per (variant, seed).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -193,6 +194,24 @@ def _pool(pool: MultiScaleRoIAlign, item: BackboneOutput, boxes: Tensor) -> Tens
     boxes = resize_boxes(boxes, list(item.original), list(item.size)) if item.size != item.original else boxes
     levels = {name: level.float() for name, level in item.levels.items()}
     return pool(levels, [boxes], [item.size])
+
+
+@torch.no_grad()
+def roi_features(detector: nn.Module, dataset: CocoInstanceDataset, index: int, boxes: Tensor) -> Tensor:
+    """14x14 features [R, C, 14, 14] of ``boxes`` (original coordinates) in image ``index``, as
+    the frozen detector's mask pooler sees them: what a figure of one head's ROI outputs needs."""
+    item = next(_backbone_passes(detector, dataset, [index]))
+    return _pool(detector_parts(detector)[2], item, boxes)
+
+
+def with_head(detector: nn.Module, head: nn.Module) -> nn.Module:
+    """A copy of ``detector`` whose mask branch runs ``head`` (class-agnostic), so a head trained
+    on the frozen features predicts end to end, extra outputs (``occluder_masks``, contours)
+    pasted to image size like ``masks``."""
+    model = copy.deepcopy(detector)
+    branch = model.roi_heads.mask_branch if hasattr(model, "roi_heads") else model.mask_branch
+    branch.head, branch.class_specific = copy.deepcopy(head), False
+    return model.eval()
 
 
 @torch.no_grad()
@@ -528,7 +547,8 @@ def _evaluate_head(head: nn.Module, amodal: bool, eval_sets: Mapping[str, EvalSe
 
 def run_ablation(variants: Sequence[HeadVariant], seeds: Sequence[int], detector: nn.Module,
                  train_set: CocoInstanceDataset, eval_sets: Mapping[str, EvalSet | tuple], cfg: AblationConfig,
-                 results: dict[tuple[str, int, str], list[dict]] | None = None) -> pd.DataFrame:
+                 results: dict[tuple[str, int, str], list[dict]] | None = None,
+                 heads: dict[tuple[str, int], nn.Module] | None = None) -> pd.DataFrame:
     """Train every distinct configuration of ``variants`` once per seed on the frozen ``detector``
     and score it on every eval set (``name -> EvalSet`` or ``(gt, dataset[, image_ids])``).
 
@@ -537,7 +557,9 @@ def run_ablation(variants: Sequence[HeadVariant], seeds: Sequence[int], detector
     flattened), and ``{set}_AP``, ``{set}_AP50``,
     ``{set}_AP75``, ``{set}_AP_occ_{lo}_{hi}`` (segm, percent; amodal AP for amodal variants).
     Identical for a given seed apart from the timing columns. ``results``, when given, receives
-    the COCO results of each (variant name, seed, set name), e.g. for paired statistics.
+    the COCO results of each (variant name, seed, set name), e.g. for paired statistics;
+    ``heads``, when given, receives each trained head under (variant name, seed), e.g. to save it
+    or to draw its outputs.
     """
     sets = {name: es if isinstance(es, EvalSet) else EvalSet(*es) for name, es in eval_sets.items()}
     groups = unique_variants(variants)
@@ -560,6 +582,8 @@ def run_ablation(variants: Sequence[HeadVariant], seeds: Sequence[int], detector
                       "loss_curve": head.loss_curve, **metrics}
             for variant in members:
                 rows.setdefault(variant.name, []).append({"variant": variant.name, "label": variant.label, **common})
+                if heads is not None:
+                    heads[(variant.name, seed)] = head
                 if results is not None:
                     results.update({(variant.name, seed, name): records for name, records in per_set.items()})
     return pd.DataFrame([row for name in dict.fromkeys(v.name for v in variants) for row in rows.get(name, [])])
