@@ -21,9 +21,29 @@ def pytest_configure(config: pytest.Config) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="instseg-smoke-"))
     cfg = BenchmarkConfig.from_dict(scale_params(load_params(REPO / "params.yaml"), "smoke")["benchmark"])
     build_benchmark(cfg, tmp / "benchmark")
+    _train_smoke_detectors(tmp / "benchmark", tmp / "runs")
     os.environ.update({"INSTSEG_SCALE": "smoke", "INSTSEG_DATA": str(tmp / "benchmark"),
+                       "INSTSEG_RUNS": str(tmp / "runs"),
                        "INSTSEG_REPORTS": str(tmp / "reports"), "INSTSEG_HEADLESS": "1",
                        "MPLBACKEND": "Agg"})
+
+
+def _train_smoke_detectors(benchmark: Path, runs: Path) -> None:
+    """The shared detectors the BCNet notebooks load, as `dvc repro` trains them, at the smoke scale."""
+    import contextlib
+    import io
+
+    from instseg.cli import main
+
+    ann = benchmark / "annotations"
+    for detector in ("frcnn", "fcos"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = main(["train", "--model", "maskrcnn", "--detector", detector, "--scale", "smoke",
+                         "--params", str(REPO / "params.yaml"), "--train-json", str(ann / "train.json"),
+                         "--train-images", str(benchmark / "images"), "--val-json", str(ann / "val.json"),
+                         "--val-images", str(benchmark / "images"), "--out", str(runs / detector)])
+        if code:
+            raise RuntimeError(f"smoke training of {detector} failed ({code})")
 
 
 @pytest.fixture(scope="session")

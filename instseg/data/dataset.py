@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -260,3 +260,36 @@ def collate_fn(batch: list[tuple[Tensor, Target]]) -> tuple[list[Tensor], list[T
     """DataLoader collate for detection: images and targets as two lists (sizes may differ)."""
     images, targets = zip(*batch) if batch else ((), ())
     return list(images), list(targets)
+
+
+class ConcatInstanceDataset(Dataset):
+    """Several :class:`CocoInstanceDataset` with the same categories seen as one training set.
+
+    Why: training on a base set plus extra images (e.g. synthetic occlusion) without writing a
+    merged JSON whose image and annotation ids would have to be renumbered. Labels agree across
+    the parts because they share their categories.
+    """
+
+    def __init__(self, parts: Sequence[CocoInstanceDataset]) -> None:
+        if not parts:
+            raise ValueError("ConcatInstanceDataset needs at least one dataset")
+        first = parts[0]
+        for part in parts[1:]:
+            mine = [(c["id"], c.get("name")) for c in first.categories]
+            theirs = [(c["id"], c.get("name")) for c in part.categories]
+            if mine != theirs:
+                raise ValueError(f"{part.source} has other categories than {first.source}")
+        self.parts = list(parts)
+        self.label_to_category_id = first.label_to_category_id
+        self.num_classes = first.num_classes
+        self.occlusion_keys = [k for k in first.occlusion_keys if all(k in p.occlusion_keys for p in parts)]
+        self._offsets = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        part = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return self.parts[part][index - int(self._offsets[part])]
