@@ -1,15 +1,18 @@
-"""Shared fixtures. A smoke benchmark is generated once per session and exported through the
-environment, so the notebooks validated by nbval run against it at the smoke scale."""
+"""Shared fixtures, at the repository root so that `pytest notebooks/...` alone gets them too. A
+smoke benchmark and smoke detectors are built once per session and exported through the
+environment, so the notebooks validated by nbval run against them at the smoke scale."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
+_SMOKE_ROOT: Path | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -18,7 +21,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from instseg.config import load_params, scale_params
     from instseg.data.occluded_shapes import BenchmarkConfig, build_benchmark
 
-    tmp = Path(tempfile.mkdtemp(prefix="instseg-smoke-"))
+    global _SMOKE_ROOT
+    tmp = _SMOKE_ROOT = Path(tempfile.mkdtemp(prefix="instseg-smoke-"))
     cfg = BenchmarkConfig.from_dict(scale_params(load_params(REPO / "params.yaml"), "smoke")["benchmark"])
     build_benchmark(cfg, tmp / "benchmark")
     _train_smoke_detectors(tmp / "benchmark", tmp / "runs")
@@ -26,6 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
                        "INSTSEG_RUNS": str(tmp / "runs"),
                        "INSTSEG_REPORTS": str(tmp / "reports"), "INSTSEG_HEADLESS": "1",
                        "MPLBACKEND": "Agg"})
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SMOKE_ROOT is not None:  # only what this session made
+        shutil.rmtree(_SMOKE_ROOT, ignore_errors=True)
 
 
 def _train_smoke_detectors(benchmark: Path, runs: Path) -> None:
