@@ -38,21 +38,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _train_smoke_detectors(benchmark: Path, runs: Path) -> None:
-    """The shared detectors the BCNet notebooks load, as `dvc repro` trains them, at the smoke scale."""
+    """The shared detectors the notebooks load, as `dvc repro` trains them, at the smoke scale."""
     import contextlib
     import io
 
     from instseg.cli import main
 
     ann = benchmark / "annotations"
-    for detector in ("frcnn", "fcos"):
+    for name, detector, extra in (("frcnn", "frcnn", []), ("fcos", "fcos", []),
+                                  ("frcnn_boxes", "frcnn", ["--mask-categories", "none"])):
         with contextlib.redirect_stdout(io.StringIO()):
             code = main(["train", "--model", "maskrcnn", "--detector", detector, "--scale", "smoke",
                          "--params", str(REPO / "params.yaml"), "--train-json", str(ann / "train.json"),
                          "--train-images", str(benchmark / "images"), "--val-json", str(ann / "val.json"),
-                         "--val-images", str(benchmark / "images"), "--out", str(runs / detector)])
+                         "--val-images", str(benchmark / "images"), "--out", str(runs / name), *extra])
         if code:
-            raise RuntimeError(f"smoke training of {detector} failed ({code})")
+            raise RuntimeError(f"smoke training of {name} failed ({code})")
 
 
 @pytest.fixture(scope="session")

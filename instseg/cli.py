@@ -140,6 +140,7 @@ def _predict_records(model: Any, dataset: Any, label_to_category_id: dict[int, i
 def cmd_train(args: argparse.Namespace) -> int:
     from instseg.config import load_params, scale_params
     from instseg.data.dataset import CocoInstanceDataset, collate_fn
+    from instseg.data.splits import parse_mask_categories
     from instseg.engine import TrainConfig, Trainer
     from instseg.engine.distributed import destroy_distributed, init_distributed, is_main_process
     from instseg.engine.runs import run_spec, save_spec
@@ -151,7 +152,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_cfg["max_iters"] = args.max_iters
     config = TrainConfig.from_dict(train_cfg, source=f"{args.params}: scales.{args.scale or params['scale']}.train")
     train_set = CocoInstanceDataset(args.train_json, args.train_images)
-    spec = run_spec(params, args.scale, args.model, args.detector, train_set.label_to_category_id)
+    mask_ids = None
+    if args.mask_categories and args.mask_categories != "all":
+        mask_ids = parse_mask_categories(args.mask_categories, train_set.categories)
+        print(f"partial supervision: masks of categories {mask_ids} train the mask head; boxes train on all")
+    spec = run_spec(params, args.scale, args.model, args.detector, train_set.label_to_category_id, mask_ids)
     out = Path(args.out)
     device = init_distributed()
     if is_main_process():
@@ -167,7 +172,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_set = CocoInstanceDataset(args.val_json, args.val_images)
         records = _predict_records(model, val_set, spec.label_to_category_id, config.batch_size, device=device)
         (out / "val_results.json").write_text(json.dumps(records))
-        metrics = {iou: evaluate(val_set.gt, records, iou) for iou in ("segm", "bbox")}
+        # a detector whose mask head trained on nothing (--mask-categories none) has no masks to score
+        iou_types = ("bbox",) if spec.build.get("mask_labels") == [] else ("segm", "bbox")
+        metrics = {iou: evaluate(val_set.gt, records, iou) for iou in iou_types}
         (out / "val_metrics.json").write_text(json.dumps(metrics, indent=2))
         _print_table([(f"{iou} {k}", v) for iou, m in metrics.items() for k, v in m.items()
                       if k in ("AP", "AP50", "AP75")])
@@ -235,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--params", default="params.yaml")
     tr.add_argument("--max-iters", type=int, default=None, help="override the scale's max_iters")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    tr.add_argument("--mask-categories", default=None, metavar="SPEC",
+                    help="partial supervision: the categories whose masks train the mask head (boxes train on "
+                         "all): all (default), none, voc, nonvoc, a categories 'split' value such as A, or ids 1,5,9")
     tr.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="COCO results of a trained model")

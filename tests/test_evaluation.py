@@ -106,7 +106,8 @@ def amodal_view(gt: dict) -> dict:
     return dict(gt, annotations=anns)
 
 
-def reference_stats(gt: dict, results: list[dict], iou_type: str, image_ids: list | None = None) -> list:
+def reference_stats(gt: dict, results: list[dict], iou_type: str, image_ids: list | None = None,
+                    category_ids: list | None = None) -> list:
     """pycocotools used directly, on deep copies; converted to our percent/None convention."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
@@ -115,6 +116,8 @@ def reference_stats(gt: dict, results: list[dict], iou_type: str, image_ids: lis
         ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iou_type)
         if image_ids is not None:
             ev.params.imgIds = image_ids
+        if category_ids is not None:
+            ev.params.catIds = category_ids
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -145,6 +148,23 @@ def test_random_cases_match_pycocotools(seed: int, iou_type: str, kind: str, bac
     assert metrics["n_images"] == 8 and metrics["n_dt"] == len(results)
     assert metrics["n_gt"] == sum(1 for a in gt["annotations"] if not a["iscrowd"])
     json.dumps(metrics)
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_category_subset_matches_pycocotools_and_filtering(backend: str) -> None:
+    """Scoring the novel categories only (partial supervision): params.catIds, which equals
+    evaluating ground truth and results filtered to those categories."""
+    gt, results = random_case(3, "segm")
+    subset = [2, 3]
+    metrics = evaluate(gt, results, "segm", category_ids=subset, backend=backend)
+    assert_stats_equal(metrics, reference_stats(gt, results, "segm", category_ids=subset))
+    filtered_gt = dict(gt, annotations=[a for a in gt["annotations"] if a["category_id"] in subset],
+                       categories=[c for c in gt["categories"] if c["id"] in subset])
+    filtered = evaluate(filtered_gt, [d for d in results if d["category_id"] in subset], "segm", backend=backend)
+    assert metrics["AP"] == pytest.approx(filtered["AP"], abs=1e-9)
+    assert metrics["AP"] != evaluate(gt, results, "segm", backend=backend)["AP"]
+    with pytest.raises(InputError, match="category_ids not in the ground truth"):
+        evaluate(gt, results, "segm", category_ids=[99])
 
 
 @pytest.mark.parametrize("iou_type,kind", [("segm", "segm"), ("bbox", "bbox")])

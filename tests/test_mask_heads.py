@@ -195,7 +195,7 @@ def test_baseline_without_occluder_targets_or_guidance_has_no_occluder_branch() 
 def test_zero_rois_give_zero_loss_connected_to_parameters(name: str) -> None:
     head = build_mask_head(name, in_channels=C, conv_channels=C).train()
     outputs = head(torch.zeros(0, C, 14, 14), torch.zeros(0, dtype=torch.long))
-    assert all(v.shape == (0, 1, 28, 28) for v in outputs.values())
+    assert all(v.shape == ((0, 196, 196) if k == "affinity" else (0, 1, 28, 28)) for k, v in outputs.items())
     losses = head.loss(outputs, {k: torch.zeros(0, 28, 28) for k in outputs})
     total = sum(losses.values())
     assert total.item() == 0 and total.grad_fn is not None

@@ -48,9 +48,10 @@ class RunSpec:
 
 
 def run_spec(params: dict[str, Any], scale: str | None, model: str, detector: str,
-             label_to_category_id: dict[int, int]) -> RunSpec:
+             label_to_category_id: dict[int, int], mask_category_ids: list[int] | None = None) -> RunSpec:
     """Combine the named head in ``params['models']`` with the scale's detector settings
-    (``detector``: shared, plus ``frcnn`` / ``fcos``: torchvision keyword arguments of that one)."""
+    (``detector``: shared, plus ``frcnn`` / ``fcos``: torchvision keyword arguments of that one).
+    ``mask_category_ids`` (partial supervision) limits the mask loss to those categories."""
     if model not in params.get("models", {}):
         raise InputError(f"unknown model {model!r}; params.yaml defines {', '.join(params.get('models', {}))}")
     if detector not in ("frcnn", "fcos"):
@@ -63,6 +64,8 @@ def run_spec(params: dict[str, Any], scale: str | None, model: str, detector: st
     build = {"mask_head": preset["mask_head"], "head_kwargs": head_kwargs,
              "occluder_rule": preset.get("occluder_rule", "reference"),
              "min_size": size, "max_size": det.pop("max_image_size", size), **det}
+    if mask_category_ids is not None:
+        build["mask_labels"] = sorted(label for label, cid in label_to_category_id.items() if cid in set(mask_category_ids))
     return RunSpec(detector, model, len(label_to_category_id), dict(label_to_category_id), build)
 
 

@@ -90,11 +90,11 @@ def _evaluator(backend: str, eval_cls: type, coco_gt, coco_dt, iou_type: str):
 
 
 def run_coco_eval(gt: dict, results: list[dict], iou_type: str, backend: str = "faster", *,
-                  image_ids: list | None = None, area_range: tuple[float, float] | None = None,
+                  image_ids: list | None = None, category_ids: list | None = None, area_range: tuple[float, float] | None = None,
                   dt_area: float | None = None) -> EvalRun:
     """Evaluate prepared input (``inputs.prepare``); the evaluators write into per-run copies.
 
-    ``image_ids`` restricts the evaluation (params.imgIds). ``area_range`` replaces the four COCO
+    ``image_ids`` and ``category_ids`` restrict the evaluation (params.imgIds, params.catIds). ``area_range`` replaces the four COCO
     area ranges by that single one (no summary stats then), and ``dt_area`` overrides every
     detection's area after ``loadRes`` computed it: together they let the occlusion-bin breakdown
     use areas as a stand-in for occlusion ratios.
@@ -111,6 +111,8 @@ def run_coco_eval(gt: dict, results: list[dict], iou_type: str, backend: str = "
         ev = _evaluator(backend, eval_cls, coco_gt, coco_dt, iou_type)
         if image_ids is not None:
             ev.params.imgIds = list(image_ids)
+        if category_ids is not None:
+            ev.params.catIds = list(category_ids)
         if area_range is not None:
             ev.params.areaRng = [list(area_range)]
             ev.params.areaRngLbl = ["range"]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from instseg.evaluation.backends import run_coco_eval
-from instseg.evaluation.inputs import GroundTruth, Prepared, Results, prepare
+from instseg.evaluation.inputs import GroundTruth, Prepared, Results, check_category_ids, prepare
 
 STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -37,16 +37,22 @@ def counts(prepared: Prepared) -> dict[str, int]:
 
 
 def evaluate(gt: GroundTruth, results: Results, iou_type: str = "segm", *, amodal: bool = False,
-             image_ids: Iterable | None = None, backend: str = "faster") -> dict:
+             image_ids: Iterable | None = None, category_ids: Iterable | None = None,
+             backend: str = "faster") -> dict:
     """COCO metrics of ``results`` against ``gt`` (dicts or JSON paths), in percent.
 
     ``amodal`` scores against ``amodal_segmentation``/``amodal_bbox``/``amodal_area``;
-    ``image_ids`` restricts the evaluation to those images (e.g. the occluded subset).
+    ``image_ids`` restricts the evaluation to those images (e.g. the occluded subset);
+    ``category_ids`` to those categories (e.g. the novel ones of partial supervision): AP is then
+    the mean over them, as COCOeval's ``params.catIds`` does it.
     ``backend`` is ``"faster"`` (faster-coco-eval) or ``"pycocotools"``; both give the same numbers.
     Bad input raises :class:`instseg.errors.InputError`; the caller's objects are not modified.
     """
     prepared = prepare(gt, results, iou_type, amodal, image_ids)
-    run = run_coco_eval(prepared.gt, prepared.results, iou_type, backend, image_ids=prepared.image_ids)
+    if category_ids is not None:
+        category_ids = check_category_ids(category_ids, prepared.source, prepared.gt_path)
+    run = run_coco_eval(prepared.gt, prepared.results, iou_type, backend, image_ids=prepared.image_ids,
+                        category_ids=category_ids)
     metrics: dict = {key: percent(value) for key, value in zip(STAT_KEYS, run.stats, strict=True)}
     metrics.update(counts(prepared))
     metrics.update(iou_type=iou_type, amodal=amodal)

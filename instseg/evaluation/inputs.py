@@ -122,6 +122,17 @@ def check_image_ids(image_ids: Iterable, gt: dict, path: Path) -> list:
     return ids
 
 
+def check_category_ids(category_ids: Iterable, gt: dict, path: Path) -> list:
+    """Sorted unique ``category_ids``, each a category of ``gt``, at least one."""
+    known = {c["id"] for c in gt["categories"]}
+    ids = sorted(set(category_ids))
+    unknown = [i for i in ids if i not in known]
+    if unknown or not ids:
+        raise InputError(f"category_ids not in the ground truth: {unknown[:10]}" if unknown
+                         else "category_ids is empty", path)
+    return ids
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Validated input (``source``) and the evaluator-ready copies made from it."""

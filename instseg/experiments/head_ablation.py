@@ -81,7 +81,9 @@ class HeadVariant:
 
     ``occluder_rule`` is the rule of :func:`mask_head_targets` ("auto": "depth" when the data
     carries depth, else "reference"); ``amodal`` trains (and evaluates) on amodal masks, with ROIs
-    around the amodal boxes.
+    around the amodal boxes. ``mask_categories`` (partial supervision): only ROIs of instances of
+    these category ids train the head (None: all); it needs ``occluder_rule="none"``, whose targets
+    come from the ROI's own instance alone.
     """
 
     name: str
@@ -90,6 +92,12 @@ class HeadVariant:
     occluder_rule: str = "auto"
     amodal: bool = False
     label: str = ""
+    mask_categories: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mask_categories is not None and self.occluder_rule != "none":
+            raise ValueError(f"variant {self.name!r}: partial supervision needs occluder_rule='none' (occluder "
+                             "targets would be built from the masks of unsupervised instances)")
 
 
 def _bcnet(name: str, label: str, **flags: bool) -> HeadVariant:
@@ -147,7 +155,8 @@ def config_key(variant: HeadVariant) -> tuple:
     bound.apply_defaults()
     arguments = tuple(sorted((k, repr(v)) for k, v in bound.arguments.items()
                              if k not in ("in_channels", "conv_channels")))
-    return getattr(factory, "func", factory).__name__, arguments, variant.occluder_rule, variant.amodal
+    return (getattr(factory, "func", factory).__name__, arguments, variant.occluder_rule, variant.amodal,
+            variant.mask_categories)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,6 +258,8 @@ class RoiCache:
     image_index: Tensor  # int64 [R], index into the dataset
     instance: Tensor  # int64 [R], the matched instance in its image's target
     is_gt: Tensor  # bool [R], the ground-truth box itself (else a jittered copy)
+    category_ids: Tensor  # int64 [R], the matched instance's category id
+    annotation_ids: Tensor  # int64 [R], the matched instance's annotation id (-1 if it has none)
     occluder_rule: str
     amodal: bool
     build_seconds: float
@@ -259,8 +270,31 @@ class RoiCache:
     @property
     def nbytes(self) -> int:
         """Memory held by the tensors."""
-        tensors = [self.features, self.boxes, self.image_index, self.instance, self.is_gt, *self.targets.values()]
+        tensors = [self.features, self.boxes, self.image_index, self.instance, self.is_gt, self.category_ids,
+                   self.annotation_ids, *self.targets.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
+
+    def select(self, keep: Tensor) -> "RoiCache":
+        """The ROIs ``keep`` (bool [R]): e.g. the base categories of partial supervision or the
+        instances of a few-shot draw. Only valid for targets that depend on the ROI's own
+        instance alone (``occluder_rule="none"``), which a subset cannot leak into."""
+        if self.occluder_rule != "none":
+            raise ValueError("a ROI subset of a cache with occluder targets would keep targets built from the "
+                             "masks of instances left out; build the cache with occluder_rule='none'")
+        if not bool(keep.any()):
+            raise ValueError("the selection keeps no ROI")
+        fields = {name: getattr(self, name)[keep] for name in
+                  ("features", "boxes", "image_index", "instance", "is_gt", "category_ids", "annotation_ids")}
+        return RoiCache(**fields, targets={k: t[keep] for k, t in self.targets.items()},
+                        occluder_rule=self.occluder_rule, amodal=self.amodal, build_seconds=self.build_seconds)
+
+    def of_categories(self, category_ids: Sequence[int]) -> "RoiCache":
+        """The ROIs of instances of ``category_ids`` (partial supervision's base categories)."""
+        return self.select(torch.isin(self.category_ids, torch.as_tensor(list(category_ids), dtype=torch.long)))
+
+    def of_annotations(self, annotation_ids: Sequence[int]) -> "RoiCache":
+        """The ROIs of the instances ``annotation_ids`` (a few-shot draw)."""
+        return self.select(torch.isin(self.annotation_ids, torch.as_tensor(list(annotation_ids), dtype=torch.long)))
 
     def batch(self, rois: Tensor | Sequence[int]) -> tuple[Tensor, dict[str, Tensor]]:
         """Float32 features and float 0/1 targets of the ROIs ``rois``, as a head's loss takes them."""
@@ -313,7 +347,10 @@ def cache_roi_features(detector: nn.Module, dataset: CocoInstanceDataset, image_
         raise ValueError("amodal training needs a dataset with amodal masks ('amodal_segmentation')")
     start = time.perf_counter()
     pool = detector_parts(detector)[2]
-    parts: dict[str, list[Tensor]] = {"features": [], "boxes": [], "image_index": [], "instance": [], "is_gt": []}
+    parts: dict[str, list[Tensor]] = {"features": [], "boxes": [], "image_index": [], "instance": [], "is_gt": [],
+                                      "category_ids": [], "annotation_ids": []}
+    label_map = dataset.label_to_category_id
+    to_category = torch.tensor([label_map.get(k, -1) for k in range(max(label_map) + 1)], dtype=torch.long)
     targets: list[dict[str, Tensor]] = []
     for item in _backbone_passes(detector, dataset, image_indices):
         gt_boxes = item.target["amodal_boxes" if amodal else "boxes"]
@@ -327,6 +364,9 @@ def cache_roi_features(detector: nn.Module, dataset: CocoInstanceDataset, image_
         parts["image_index"].append(torch.full((len(rois),), item.index, dtype=torch.long))
         parts["instance"].append(matched)
         parts["is_gt"].append(torch.arange(len(rois)) < len(gt_boxes))
+        parts["category_ids"].append(to_category[item.target["labels"][matched]])
+        ann_ids = item.target.get("annotation_ids", torch.full((len(gt_boxes),), -1, dtype=torch.long))
+        parts["annotation_ids"].append(ann_ids[matched])
     if not targets:
         raise ValueError("no images to cache")
     merged = {key: torch.cat(values) for key, values in parts.items()}
@@ -348,9 +388,10 @@ def _schedule(iters: int, batch_rois: int, lr: float, seed: int, optimizer: str 
 
 
 def train_head(variant: HeadVariant, cache: RoiCache, iters: int, batch_rois: int, lr: float, seed: int,
-               channels: int, optimizer: str = "adamw") -> nn.Module:
-    """A fresh head (initialised from ``seed``) trained on minibatches of ``cache`` (a pure function
-    of ``seed`` and the iteration, so every variant sees the same ROI order for a given seed).
+               channels: int, optimizer: str = "adamw", init: nn.Module | None = None) -> nn.Module:
+    """A fresh head (initialised from ``seed``, or a copy of ``init``'s weights: fine-tuning)
+    trained on minibatches of ``cache`` (a pure function of ``seed`` and the iteration, so every
+    variant sees the same ROI order for a given seed).
 
     The returned head is in eval mode and carries ``loss_curve`` (total loss per iteration) and
     ``train_seconds``.
@@ -361,6 +402,8 @@ def train_head(variant: HeadVariant, cache: RoiCache, iters: int, batch_rois: in
     config = _schedule(iters, batch_rois, lr, seed, optimizer)
     torch.manual_seed(derive_seed(seed, 0))
     head = build_head(variant, cache.features.shape[1], channels)
+    if init is not None:
+        head.load_state_dict(init.state_dict())
     params = [p for p in head.parameters() if p.requires_grad]
     opt = build_optimizer(params, config)
     sampler = InfiniteBatchSampler(len(cache), batch_rois, derive_seed(seed, 1))
@@ -453,14 +496,18 @@ class EvalSet:
     gt: dict
     dataset: CocoInstanceDataset
     image_ids: Sequence[int] | None = None
+    category_ids: Sequence[int] | None = None  # score these categories only (e.g. the novel ones)
 
 
 def score(eval_set: EvalSet, results: list[dict], amodal: bool, bins: Sequence[tuple[float, float]] | None,
           prefix: str) -> dict[str, float | None]:
-    """Segm AP, AP50, AP75 (percent) and, with ``bins``, AP per occlusion bin, as ``{prefix}_AP`` etc."""
+    """Segm AP, AP50, AP75, APs, APm, APl (percent) and, with ``bins``, AP per occlusion bin, as
+    ``{prefix}_AP`` etc."""
     kwargs = {"amodal": amodal, "image_ids": eval_set.image_ids}
-    metrics = evaluate(eval_set.gt, results, "segm", **kwargs)
-    row = {f"{prefix}_{k}": metrics[k] for k in ("AP", "AP50", "AP75")}
+    metrics = evaluate(eval_set.gt, results, "segm", category_ids=eval_set.category_ids, **kwargs)
+    row = {f"{prefix}_{k}": metrics[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    if bins and eval_set.category_ids is not None:
+        raise ValueError("AP by occlusion bin over a category subset is not supported")
     for b in ap_by_occlusion(eval_set.gt, results, bins, "segm", **kwargs) if bins else []:
         row[f"{prefix}_AP_occ_{b['bin'][0]:g}_{b['bin'][1]:g}"] = b["AP"]
     return row
@@ -508,7 +555,7 @@ def unique_variants(variants: Sequence[HeadVariant]) -> dict[tuple, list[HeadVar
     return groups
 
 
-class _EvalInputs:
+class EvalInputs:
     """Per-dataset detections and backbone features, each computed once per run."""
 
     def __init__(self, detector: nn.Module, boxes: str) -> None:
@@ -529,11 +576,33 @@ class _EvalInputs:
         return self._detections[key]
 
 
-def _evaluate_head(head: nn.Module, amodal: bool, eval_sets: Mapping[str, EvalSet], inputs: _EvalInputs,
+def _scored_categories(eval_sets: Mapping[str, EvalSet], dataset_key: int) -> set[int] | None:
+    """The categories the eval sets on one dataset score (None: all), so only their detections
+    need masks."""
+    wanted: set[int] = set()
+    for eval_set in eval_sets.values():
+        if id(eval_set.dataset) == dataset_key:
+            if eval_set.category_ids is None:
+                return None
+            wanted |= set(eval_set.category_ids)
+    return wanted
+
+
+def detections_of_categories(detections: list[dict[str, Tensor]], dataset: CocoInstanceDataset,
+                             category_ids: set[int] | None) -> list[dict[str, Tensor]]:
+    """The detections whose label is one of ``category_ids`` (None: all)."""
+    if category_ids is None:
+        return detections
+    labels = torch.tensor([k for k, c in dataset.label_to_category_id.items() if c in category_ids], dtype=torch.long)
+    return [{key: value[torch.isin(det["labels"], labels)] for key, value in det.items()} for det in detections]
+
+
+def evaluate_head(head: nn.Module, amodal: bool, eval_sets: Mapping[str, EvalSet], inputs: EvalInputs,
                    cfg: AblationConfig) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """Predict once per dataset, score every eval set on it; returns (metrics, results per set)."""
     datasets = {id(es.dataset): es.dataset for es in eval_sets.values()}
-    prepared = {key: (inputs.detections(ds, amodal), inputs.features(ds)) for key, ds in datasets.items()}
+    prepared = {key: (detections_of_categories(inputs.detections(ds, amodal), ds, _scored_categories(eval_sets, key)),
+                      inputs.features(ds)) for key, ds in datasets.items()}
     start = time.perf_counter()
     predictions = {key: predict_masks(inputs.detector, head, datasets[key], *prepared[key]) for key in datasets}
     row: dict[str, Any] = {"predict_seconds": time.perf_counter() - start}
@@ -548,34 +617,42 @@ def _evaluate_head(head: nn.Module, amodal: bool, eval_sets: Mapping[str, EvalSe
 def run_ablation(variants: Sequence[HeadVariant], seeds: Sequence[int], detector: nn.Module,
                  train_set: CocoInstanceDataset, eval_sets: Mapping[str, EvalSet | tuple], cfg: AblationConfig,
                  results: dict[tuple[str, int, str], list[dict]] | None = None,
-                 heads: dict[tuple[str, int], nn.Module] | None = None) -> pd.DataFrame:
+                 heads: dict[tuple[str, int], nn.Module] | None = None,
+                 caches: dict[tuple[str, bool], RoiCache] | None = None) -> pd.DataFrame:
     """Train every distinct configuration of ``variants`` once per seed on the frozen ``detector``
     and score it on every eval set (``name -> EvalSet`` or ``(gt, dataset[, image_ids])``).
+
+    Variants with ``mask_categories`` train on the ROIs of those categories only (partial
+    supervision), from the same cache.
 
     Returns one row per (variant, seed): variant, label, config (the variant trained for it),
     seed, params, train/predict/eval seconds, final loss, the loss curve (a list, to check that it
     flattened), and ``{set}_AP``, ``{set}_AP50``,
-    ``{set}_AP75``, ``{set}_AP_occ_{lo}_{hi}`` (segm, percent; amodal AP for amodal variants).
+    ``{set}_AP75``, ``{set}_APs/m/l``, ``{set}_AP_occ_{lo}_{hi}`` (segm, percent; amodal AP for amodal variants).
     Identical for a given seed apart from the timing columns. ``results``, when given, receives
     the COCO results of each (variant name, seed, set name), e.g. for paired statistics;
     ``heads``, when given, receives each trained head under (variant name, seed), e.g. to save it
-    or to draw its outputs.
+    or to draw its outputs; ``caches``, when given, is used and filled with the training caches
+    under (occluder rule, amodal), e.g. to train more heads on them afterwards.
     """
     sets = {name: es if isinstance(es, EvalSet) else EvalSet(*es) for name, es in eval_sets.items()}
     groups = unique_variants(variants)
     indices = list(range(len(train_set)))[:cfg.train_images]
-    inputs = _EvalInputs(detector, cfg.boxes)
-    caches: dict[tuple[str, bool], RoiCache] = {}
+    inputs = EvalInputs(detector, cfg.boxes)
+    caches = {} if caches is None else caches
     rows: dict[str, list[dict[str, Any]]] = {}
     for members in groups.values():
         trained = members[0]
         key = (trained.occluder_rule, trained.amodal)
         if key not in caches:
             caches[key] = cache_roi_features(detector, train_set, indices, cfg.jitter_per_gt, cfg.cache_seed, *key)
+        cache = caches[key]
+        if trained.mask_categories is not None:
+            cache = cache.of_categories(trained.mask_categories)
         for seed in seeds:
-            head = train_head(trained, caches[key], cfg.iters, cfg.batch_rois, cfg.lr, seed, cfg.channels,
+            head = train_head(trained, cache, cfg.iters, cfg.batch_rois, cfg.lr, seed, cfg.channels,
                               cfg.optimizer)
-            metrics, per_set = _evaluate_head(head, trained.amodal, sets, inputs, cfg)
+            metrics, per_set = evaluate_head(head, trained.amodal, sets, inputs, cfg)
             common = {"config": trained.name, "head": trained.head, "amodal": trained.amodal, "seed": seed,
                       "params": count_parameters(head), "train_seconds": head.train_seconds,
                       "seconds_per_iter": head.train_seconds / cfg.iters, "final_loss": head.loss_curve[-1],

@@ -146,7 +146,8 @@ def _narrow_group_norms(module: nn.Module) -> None:
 
 
 def _mask_branch(head: str, head_kwargs: dict[str, Any], featmap_names: list[str], num_classes: int,
-                 occluder_rule: str, max_rois_per_image: int | None, in_channels: int) -> RoIMaskBranch:
+                 occluder_rule: str, max_rois_per_image: int | None, in_channels: int,
+                 mask_labels: list[int] | None) -> RoIMaskBranch:
     kwargs = dict(head_kwargs)
     class_specific = bool(kwargs.pop("class_specific", False))
     if class_specific:
@@ -154,19 +155,20 @@ def _mask_branch(head: str, head_kwargs: dict[str, Any], featmap_names: list[str
     module = build_mask_head(head, in_channels=in_channels, **kwargs)
     pool = MultiScaleRoIAlign(featmap_names=featmap_names, output_size=14, sampling_ratio=2)
     return RoIMaskBranch(module, pool, occluder_rule=occluder_rule, max_rois_per_image=max_rois_per_image,
-                         class_specific=class_specific)
+                         class_specific=class_specific, mask_labels=mask_labels)
 
 
 def build_detector(detector: str, num_classes: int, mask_head: str = "bcnet", head_kwargs: dict[str, Any] | None = None,
                    backbone: str = "resnet18", norm: str = "group", fpn_channels: int = 256,
                    weights_path: str | None = None, min_size: int = 128, max_size: int = 128,
                    occluder_rule: str = "reference", max_rois_per_image: int | None = None,
-                   **detector_kwargs: Any) -> nn.Module:
+                   mask_labels: list[int] | None = None, **detector_kwargs: Any) -> nn.Module:
     """A detector (``frcnn`` or ``fcos``) with the mask head ``mask_head``.
 
     ``num_classes`` counts object categories only (the background is added here).
     ``detector_kwargs`` go to torchvision's FasterRCNN / FCOS (e.g. ``rpn_batch_size_per_image``,
-    ``box_detections_per_img``, ``score_thresh``).
+    ``box_detections_per_img``, ``score_thresh``). ``mask_labels`` (partial supervision): the
+    labels whose instance masks train the mask head (None: all); boxes train on every label.
     """
     head_kwargs = head_kwargs or {}
     if detector == "frcnn":
@@ -174,7 +176,7 @@ def build_detector(detector: str, num_classes: int, mask_head: str = "bcnet", he
         model = FasterRCNN(body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, **detector_kwargs)
         old = model.roi_heads
         branch = _mask_branch(mask_head, head_kwargs, ["0", "1", "2", "3"], num_classes + 1, occluder_rule,
-                              max_rois_per_image, fpn_channels)
+                              max_rois_per_image, fpn_channels, mask_labels)
         model.roi_heads = MaskRoIHeads(
             old.box_roi_pool, old.box_head, old.box_predictor, 0.5, 0.5,
             old.fg_bg_sampler.batch_size_per_image, old.fg_bg_sampler.positive_fraction, (10.0, 10.0, 5.0, 5.0),
@@ -188,6 +190,6 @@ def build_detector(detector: str, num_classes: int, mask_head: str = "bcnet", he
         fcos = FCOS(body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, **detector_kwargs)
         _narrow_group_norms(fcos.head)
         branch = _mask_branch(mask_head, head_kwargs, ["0", "1", "2"], num_classes + 1, occluder_rule,
-                              max_rois_per_image, fpn_channels)
+                              max_rois_per_image, fpn_channels, mask_labels)
         return FCOSInstance(fcos, branch)
     raise ValueError(f"unknown detector {detector!r}; choose 'frcnn' or 'fcos'")

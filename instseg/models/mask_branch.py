@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import MultiScaleRoIAlign
 
-from instseg.models.mask_heads import mask_head_targets, output_probabilities
+from instseg.models.mask_heads import mask_head_targets, output_probabilities, select_instances
 
 # head output key -> key of the pasted map in a detection dict (beside torchvision's "masks")
 OUTPUT_KEYS: dict[str, str] = {
@@ -29,16 +29,30 @@ class RoIMaskBranch(nn.Module):
     (true occluders from a ``depth`` target key), "auto" (depth when the targets carry it,
     else reference) or "none" (heads without occluder outputs).
     ``max_rois_per_image`` caps the positive ROIs that train the head (a CPU budget knob).
+    ``mask_labels`` (partial supervision): only proposals matched to instances of these labels
+    train the head, and targets are built from those instances alone; None trains on all.
     """
 
     def __init__(self, head: nn.Module, roi_pool: MultiScaleRoIAlign, occluder_rule: str = "reference",
-                 max_rois_per_image: int | None = None, class_specific: bool = False) -> None:
+                 max_rois_per_image: int | None = None, class_specific: bool = False,
+                 mask_labels: list[int] | None = None) -> None:
         super().__init__()
         self.head = head
         self.roi_pool = roi_pool
         self.occluder_rule = occluder_rule
         self.max_rois_per_image = max_rois_per_image
         self.class_specific = class_specific
+        self.mask_labels = None if mask_labels is None else sorted(mask_labels)
+
+    def _supervised(self, proposals: Tensor, matched: Tensor, target: dict[str, Tensor]
+                    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Proposals of mask-supervised instances, re-indexed into the target of those alone."""
+        if self.mask_labels is None:
+            return proposals, matched, target
+        keep = torch.isin(target["labels"], torch.tensor(self.mask_labels, device=target["labels"].device))
+        new_index = torch.cumsum(keep, 0) - 1
+        selected = keep[matched]
+        return proposals[selected], new_index[matched[selected]], select_instances(target, keep)
 
     def _cap(self, proposals: Tensor, matched: Tensor) -> tuple[Tensor, Tensor]:
         if self.max_rois_per_image is None or len(proposals) <= self.max_rois_per_image:
@@ -49,6 +63,8 @@ class RoIMaskBranch(nn.Module):
     def losses(self, features: dict[str, Tensor], image_shapes: list[tuple[int, int]], proposals: list[Tensor],
                matched_idxs: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Loss terms of the head on positive ``proposals`` matched to ``targets`` instances."""
+        proposals, matched_idxs, targets = zip(*(self._supervised(p, m, t)
+                                                 for p, m, t in zip(proposals, matched_idxs, targets)))
         rois, matched = zip(*(self._cap(p, m) for p, m in zip(proposals, matched_idxs)))
         per_image = []
         for boxes, idx, target in zip(rois, matched, targets):

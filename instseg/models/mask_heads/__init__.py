@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from instseg.models.mask_heads.bcnet import REFERENCE_LOSS_WEIGHTS, BilayerMaskHead, bilayer_mask_loss
+from instseg.models.mask_heads.cpmask import CPMASK_LOSS_WEIGHTS, CPMaskHead, affinity_loss, cpmask_loss
 from instseg.models.mask_heads.fcn import (
     NONLOCAL_AFTER,
     FCNMaskHead,
@@ -21,13 +22,14 @@ from instseg.models.mask_heads.fcn import (
     mask_probabilities,
     output_probabilities,
 )
-from instseg.models.mask_heads.targets import mask_head_targets
+from instseg.models.mask_heads.targets import mask_head_targets, select_instances
 
 MASK_HEADS: dict[str, Callable[..., nn.Module]] = {
     "fcn": FCNMaskHead,  # Mask R-CNN; Table 3.3 "single layer, FCN"
     "gcn": partial(FCNMaskHead, nonlocal_after=NONLOCAL_AFTER),  # "single layer, GCN"
     "bilayer_fcn": partial(BilayerMaskHead, block="fcn"),  # "bilayer, FCN"
     "bcnet": partial(BilayerMaskHead, block="gcn"),  # "bilayer, GCN" = BCNet
+    "cpmask": CPMaskHead,  # boundary + affinity parsing (chapter 4)
 }
 
 
@@ -44,7 +46,8 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = [
-    "MASK_HEADS", "REFERENCE_LOSS_WEIGHTS", "BilayerMaskHead", "FCNMaskHead", "bilayer_mask_loss",
+    "CPMASK_LOSS_WEIGHTS", "MASK_HEADS", "REFERENCE_LOSS_WEIGHTS", "BilayerMaskHead", "CPMaskHead", "FCNMaskHead",
+    "affinity_loss", "bilayer_mask_loss", "cpmask_loss",
     "build_mask_head", "count_parameters", "mask_head_loss", "mask_head_targets",
-    "mask_probabilities", "output_probabilities",
+    "mask_probabilities", "output_probabilities", "select_instances",
 ]

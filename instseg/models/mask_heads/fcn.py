@@ -19,7 +19,7 @@ from instseg.layers import NonLocalBlock
 NONLOCAL_AFTER = 2
 
 
-def _msra_init(module: nn.Conv2d | nn.ConvTranspose2d) -> None:
+def msra_init(module: nn.Conv2d | nn.ConvTranspose2d) -> None:
     nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
     if module.bias is not None:
         nn.init.zeros_(module.bias)
@@ -36,7 +36,7 @@ class ConvTower(nn.Sequential):
         layers: list[nn.Module] = []
         for k in range(num_convs):
             conv = nn.Conv2d(in_channels if k == 0 else channels, channels, 3, padding=1)
-            _msra_init(conv)
+            msra_init(conv)
             layers += [conv, nn.ReLU(inplace=True)]
             if k + 1 == nonlocal_after:
                 layers.append(NonLocalBlock(channels))
@@ -51,7 +51,7 @@ class UpsamplePredictor(nn.Module):
         super().__init__()
         self.deconv = nn.ConvTranspose2d(channels, channels, 2, stride=2)
         self.predictor = nn.Conv2d(channels, out_channels, 1)
-        _msra_init(self.deconv)
+        msra_init(self.deconv)
         # Small predictor weights start every pixel near p=0.5, as in Mask R-CNN.
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)

@@ -15,6 +15,9 @@ does at 28 x 28.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 from torchvision.ops import roi_align
@@ -22,6 +25,21 @@ from torchvision.ops import roi_align
 from instseg.data.occlusion import boundary_targets, occluder_masks_depth, occluder_masks_reference
 
 OCCLUDER_RULES = ("reference", "depth", "none")
+# Per-instance entries of a dataset target (first dimension N); "occluded_by" is [N, N].
+INSTANCE_KEYS = ("boxes", "labels", "masks", "iscrowd", "area", "annotation_ids", "amodal_masks", "amodal_boxes",
+                 "occlusion_ratio", "depth")
+
+
+def select_instances(target: Mapping[str, Any], keep: Tensor) -> dict[str, Any]:
+    """The target restricted to the instances ``keep`` (bool [N]); image-level entries are kept.
+
+    Partial supervision builds mask targets from this subset, so the masks of the other
+    (novel-category) instances reach neither the mask targets nor the occluder targets.
+    """
+    out = {key: (value[keep] if key in INSTANCE_KEYS else value) for key, value in target.items()}
+    if "occluded_by" in target:
+        out["occluded_by"] = target["occluded_by"][keep][:, keep]
+    return out
 
 
 def project_masks_on_boxes(masks: Tensor, boxes: Tensor, matched_idxs: Tensor, resolution: int) -> Tensor:

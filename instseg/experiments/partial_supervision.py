@@ -1,0 +1,172 @@
+"""CPMask's partially supervised (Table 4.1) and few-shot (Table 4.2) settings in miniature.
+
+The protocol, on one frozen detector whose boxes trained on every category (and whose mask
+head trained on none, so no novel mask shaped its features):
+
+* **partial supervision**, both directions of a two-way category split: class-agnostic heads
+  train on the ROIs of the base categories only (:meth:`RoiCache.of_categories`), and are scored
+  with mask AP over the novel categories; oracles train on every category; Mask GrabCut needs no
+  mask at all;
+* **few-shot**: a head trained on the base half is fine-tuned on ``shots`` annotated instances per
+  novel category (:func:`instseg.data.splits.few_shot_annotation_ids`, one draw per seed); "no
+  base" trains a fresh head on those instances alone, with the full schedule. Unlike the
+  paper's few-shot setting (Meta R-CNN's), the detector's boxes are not few-shot here: only the
+  masks are, so our absolute numbers are far above the paper's and only the orderings compare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from instseg.data.dataset import CocoInstanceDataset
+from instseg.data.splits import category_split, few_shot_annotation_ids
+from instseg.experiments.head_ablation import (
+    AblationConfig,
+    EvalInputs,
+    EvalSet,
+    HeadVariant,
+    RoiCache,
+    detections_of_categories,
+    evaluate_head,
+    score,
+    train_head,
+)
+from instseg.models.grabcut import grabcut_results
+from instseg.models.mask_heads import count_parameters
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# our split half -> the paper's name for the half in the same role (A holds the "voc" role)
+PAPER_SPLIT_NAMES = {"A": "voc", "B": "non-voc", "voc": "voc", "nonvoc": "non-voc"}
+
+
+@dataclass(frozen=True)
+class Direction:
+    """Masks of ``base`` train; ``novel`` is scored."""
+
+    base_name: str
+    novel_name: str
+    base: tuple[int, ...]
+    novel: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.base_name} → {self.novel_name}"
+
+    @property
+    def paper_name(self) -> str:
+        return f"{PAPER_SPLIT_NAMES.get(self.base_name, self.base_name)} → " \
+               f"{PAPER_SPLIT_NAMES.get(self.novel_name, self.novel_name)}"
+
+
+def directions(categories: Sequence[dict], halves: tuple[str, str]) -> list[Direction]:
+    """Both directions of the split into ``halves`` (e.g. ("A", "B") or ("voc", "nonvoc"))."""
+    first, second = category_split(categories, halves[0])
+    return [Direction(halves[0], halves[1], tuple(first), tuple(second)),
+            Direction(halves[1], halves[0], tuple(second), tuple(first))]
+
+
+def _variant(head: str, base: tuple[int, ...] | None, tag: str, label: str, **flags: bool) -> HeadVariant:
+    return HeadVariant(f"{head}_{tag}", head, dict(flags), occluder_rule="none", mask_categories=base, label=label)
+
+
+def partial_variants(dirs: Sequence[Direction], ablation: bool = False) -> list[HeadVariant]:
+    """Per direction the class-agnostic Mask R-CNN head and CPMask on the base masks (with
+    ``ablation``, also CPMask without the boundary module, without the affinity unit and with an
+    unsupervised affinity); then the two oracles, on every mask."""
+    variants = []
+    for d in dirs:
+        variants += [_variant("fcn", d.base, d.base_name, "Mask R-CNN (class-agnostic)"),
+                     _variant("cpmask", d.base, d.base_name, "CPMask")]
+        if ablation:
+            variants += [
+                HeadVariant(f"cpmask_noboundary_{d.base_name}", "cpmask", {"boundary": False}, "none",
+                            mask_categories=d.base, label="CPMask without boundary parsing"),
+                HeadVariant(f"cpmask_noaffinity_{d.base_name}", "cpmask",
+                            {"affinity": False, "affinity_supervision": False}, "none",
+                            mask_categories=d.base, label="CPMask without affinity parsing"),
+                HeadVariant(f"cpmask_unsupervised_{d.base_name}", "cpmask", {"affinity_supervision": False}, "none",
+                            mask_categories=d.base, label="CPMask, affinity unsupervised"),
+            ]
+    return variants + [_variant("fcn", None, "oracle", "Oracle Mask R-CNN"),
+                       _variant("cpmask", None, "oracle", "Oracle CPMask")]
+
+
+def novel_eval_sets(gt: dict, dataset: CocoInstanceDataset, dirs: Sequence[Direction]) -> dict[str, EvalSet]:
+    """One eval set per direction, scoring its novel categories: ``novel_<novel_name>``."""
+    return {f"novel_{d.novel_name}": EvalSet(gt, dataset, category_ids=d.novel) for d in dirs}
+
+
+def long_rows(runs: pd.DataFrame, dirs: Sequence[Direction]) -> pd.DataFrame:
+    """``run_ablation``'s wide rows as one row per (direction, variant, seed) with the novel
+    metrics of that direction: base-``d`` heads and the oracles under direction ``d``."""
+    rows = []
+    for d in dirs:
+        prefix = f"novel_{d.novel_name}_"
+        mine = runs[runs["variant"].str.endswith(f"_{d.base_name}") | runs["variant"].str.endswith("_oracle")]
+        for _, run in mine.iterrows():
+            rows.append({"direction": d.name, "variant": run["variant"], "label": run["label"], "seed": run["seed"],
+                         "params": run["params"], "seconds_per_iter": run["seconds_per_iter"],
+                         **{m: run[prefix + m] for m in METRICS}})
+    return pd.DataFrame(rows)
+
+
+def grabcut_rows(detector_detections: Sequence[Mapping[str, Any]], dataset: CocoInstanceDataset, gt: dict,
+                 dirs: Sequence[Direction], iterations: int = 5) -> pd.DataFrame:
+    """Mask GrabCut on the detector's detections of each direction's novel categories: one
+    deterministic row per direction (seed 0)."""
+    images = [dataset[i][0] for i in range(len(dataset))]
+    rows = []
+    for d in dirs:
+        dets = detections_of_categories(list(detector_detections), dataset, set(d.novel))
+        results = grabcut_results(images, dataset.image_ids, dets, dataset.label_to_category_id, iterations)
+        metrics = score(EvalSet(gt, dataset, category_ids=d.novel), results, False, None, "x")
+        rows.append({"direction": d.name, "variant": "grabcut", "label": "Mask GrabCut", "seed": 0, "params": 0,
+                     **{m: metrics[f"x_{m}"] for m in METRICS}})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    """Fine-tuning budget of Table 4.2 (the "no base" head gets the full ablation schedule)."""
+
+    shots: tuple[int, ...] = (10, 20)
+    iters: int = 100
+    lr: float = 5e-4
+
+
+def run_few_shot(detector: nn.Module, train_gt: dict, cache: RoiCache, base_heads: Mapping[int, Mapping[str, nn.Module]],
+                 direction: Direction, eval_set: EvalSet, seeds: Sequence[int], cfg: AblationConfig,
+                 few: FewShotConfig, variants: Mapping[str, HeadVariant]) -> pd.DataFrame:
+    """Rows (shots, method, seed, metrics) of Table 4.2 for ``direction``'s novel categories.
+
+    ``base_heads[seed][name]`` are heads trained on the base masks (keys of ``variants``:
+    "fcn", "cpmask"); each is fine-tuned on the seed's draw of ``shots`` instances per novel
+    category; "cpmask_nobase" trains CPMask from scratch on that draw alone.
+    """
+    inputs = EvalInputs(detector, cfg.boxes)
+    sets = {"novel": eval_set}
+    rows = []
+    for shots in few.shots:
+        for seed in seeds:
+            drawn = few_shot_annotation_ids(train_gt, direction.novel, shots, seed)
+            subset = cache.of_annotations(drawn)
+            runs = {
+                "Mask R-CNN-ft": (variants["fcn"], few.iters, few.lr, base_heads[seed]["fcn"]),
+                "CPMask (fine-tuned)": (variants["cpmask"], few.iters, few.lr, base_heads[seed]["cpmask"]),
+                "CPMask (no base)": (variants["cpmask"], cfg.iters, cfg.lr, None),
+            }
+            for method, (variant, iters, lr, init) in runs.items():
+                plain = HeadVariant(variant.name, variant.head, variant.head_kwargs, "none", label=method)
+                head = train_head(plain, subset, iters, cfg.batch_rois, lr, seed, cfg.channels, cfg.optimizer,
+                                  init=init)
+                metrics, _ = evaluate_head(head, False, sets, inputs, cfg)
+                rows.append({"shots": shots, "method": method, "seed": seed, "instances": len(drawn),
+                             "rois": len(subset), "iters": iters, "params": count_parameters(head),
+                             "train_seconds": head.train_seconds, "final_loss": head.loss_curve[-1],
+                             **{m: metrics[f"novel_{m}"] for m in METRICS}})
+    return pd.DataFrame(rows)
