@@ -18,7 +18,14 @@ from instseg.data.occluded_shapes import categories_json
 from instseg.data.splits import COCO_VOC_CATEGORY_IDS, category_split, few_shot_annotation_ids, parse_mask_categories
 from instseg.errors import InputError
 from instseg.experiments import partial_supervision as ps
-from instseg.experiments.head_ablation import AblationConfig, HeadVariant, cache_roi_features, run_ablation, train_head
+from instseg.experiments.head_ablation import (
+    AblationConfig,
+    EvalInputs,
+    HeadVariant,
+    cache_roi_features,
+    run_ablation,
+    train_head,
+)
 from instseg.models.detectors import build_detector
 from instseg.models.mask_branch import RoIMaskBranch
 from instseg.models.mask_heads import MASK_HEADS, FCNMaskHead, mask_head_targets
@@ -179,21 +186,26 @@ def test_partial_supervision_and_few_shot_tables_on_the_smoke_benchmark(smoke: d
     assert [d.name for d in dirs] == ["A → B", "B → A"] and dirs[0].paper_name == "voc → non-voc"
     cfg = AblationConfig(iters=3, batch_rois=8, channels=16, jitter_per_gt=1, bins=None)
     heads, caches = {}, {}
+    inputs = EvalInputs(smoke["detector"], cfg.boxes)
     eval_sets = ps.novel_eval_sets(smoke["val_gt"], smoke["val"], dirs)
     runs = run_ablation(ps.partial_variants(dirs), [0], smoke["detector"], smoke["train"], eval_sets, cfg,
-                        heads=heads, caches=caches)
+                        heads=heads, caches=caches, inputs=inputs)
     assert len(runs) == 6 and "novel_B_APm" in runs
     rows = ps.long_rows(runs, dirs)
     assert len(rows) == 8 and set(rows["direction"]) == {"A → B", "B → A"}
     assert set(rows[rows["direction"] == "A → B"]["variant"]) == {"fcn_A", "cpmask_A", "fcn_oracle", "cpmask_oracle"}
-    from instseg.experiments.head_ablation import detector_detections
-
-    dets = detector_detections(smoke["detector"], smoke["val"])
-    grab = ps.grabcut_rows(dets, smoke["val"], smoke["val_gt"], dirs)
+    grab = ps.grabcut_rows(inputs, smoke["val"], smoke["val_gt"], dirs)
     assert list(grab["direction"]) == ["A → B", "B → A"] and grab["AP"].notna().all()
     variants = {v.head: v for v in ps.partial_variants(dirs[1:])[:2]}
     base = {0: {"fcn": heads[("fcn_B", 0)], "cpmask": heads[("cpmask_B", 0)]}}
-    few = ps.run_few_shot(smoke["detector"], smoke["train_gt"], caches[("none", False)], base, dirs[1],
+    few = ps.run_few_shot(inputs, smoke["train_gt"], caches[("none", False)], base, dirs[1],
                           eval_sets["novel_A"], [0], cfg, ps.FewShotConfig(shots=(1, 2), iters=2), variants)
     assert len(few) == 6 and set(few["method"]) == {"Mask R-CNN-ft", "CPMask (fine-tuned)", "CPMask (no base)"}
     assert list(few.groupby("shots")["instances"].first()) == [5, 10]
+    assert len(inputs._features) == 1  # one backbone pass over val served every evaluation above
+    with pytest.raises(ValueError, match="boxes='detector', not 'gt'"):
+        ps.run_few_shot(inputs, smoke["train_gt"], caches[("none", False)], base, dirs[1], eval_sets["novel_A"], [0],
+                        AblationConfig(boxes="gt"), ps.FewShotConfig(), variants)
+    with pytest.raises(ValueError, match="another detector"):
+        run_ablation(ps.partial_variants(dirs), [0], torch.nn.Identity(), smoke["train"], eval_sets, cfg,
+                     inputs=inputs)

@@ -563,6 +563,14 @@ class EvalInputs:
         self._features: dict[int, ImageFeatures] = {}
         self._detections: dict[tuple[int, bool], list[dict[str, Tensor]]] = {}
 
+    def check(self, boxes: str, detector: nn.Module | None = None) -> EvalInputs:
+        """Self, after making sure it holds the inputs for ``boxes`` (and ``detector``, if given)."""
+        if boxes != self.boxes:
+            raise ValueError(f"these eval inputs are for boxes={self.boxes!r}, not {boxes!r}")
+        if detector is not None and detector is not self.detector:
+            raise ValueError("these eval inputs are for another detector")
+        return self
+
     def features(self, dataset: CocoInstanceDataset) -> ImageFeatures:
         if id(dataset) not in self._features:
             self._features[id(dataset)] = image_features(self.detector, dataset)
@@ -618,7 +626,8 @@ def run_ablation(variants: Sequence[HeadVariant], seeds: Sequence[int], detector
                  train_set: CocoInstanceDataset, eval_sets: Mapping[str, EvalSet | tuple], cfg: AblationConfig,
                  results: dict[tuple[str, int, str], list[dict]] | None = None,
                  heads: dict[tuple[str, int], nn.Module] | None = None,
-                 caches: dict[tuple[str, bool], RoiCache] | None = None) -> pd.DataFrame:
+                 caches: dict[tuple[str, bool], RoiCache] | None = None,
+                 inputs: EvalInputs | None = None) -> pd.DataFrame:
     """Train every distinct configuration of ``variants`` once per seed on the frozen ``detector``
     and score it on every eval set (``name -> EvalSet`` or ``(gt, dataset[, image_ids])``).
 
@@ -633,12 +642,14 @@ def run_ablation(variants: Sequence[HeadVariant], seeds: Sequence[int], detector
     the COCO results of each (variant name, seed, set name), e.g. for paired statistics;
     ``heads``, when given, receives each trained head under (variant name, seed), e.g. to save it
     or to draw its outputs; ``caches``, when given, is used and filled with the training caches
-    under (occluder rule, amodal), e.g. to train more heads on them afterwards.
+    under (occluder rule, amodal), e.g. to train more heads on them afterwards; ``inputs``,
+    when given, supplies (and keeps) the detections and backbone features of the eval datasets,
+    to share them with later evaluations on the same detector.
     """
     sets = {name: es if isinstance(es, EvalSet) else EvalSet(*es) for name, es in eval_sets.items()}
     groups = unique_variants(variants)
     indices = list(range(len(train_set)))[:cfg.train_images]
-    inputs = EvalInputs(detector, cfg.boxes)
+    inputs = EvalInputs(detector, cfg.boxes) if inputs is None else inputs.check(cfg.boxes, detector)
     caches = {} if caches is None else caches
     rows: dict[str, list[dict[str, Any]]] = {}
     for members in groups.values():

@@ -25,6 +25,7 @@ from torch import nn
 
 from instseg.data.dataset import CocoInstanceDataset
 from instseg.data.splits import category_split, few_shot_annotation_ids
+from instseg.evaluation import evaluate
 from instseg.experiments.head_ablation import (
     AblationConfig,
     EvalInputs,
@@ -33,7 +34,6 @@ from instseg.experiments.head_ablation import (
     RoiCache,
     detections_of_categories,
     evaluate_head,
-    score,
     train_head,
 )
 from instseg.models.grabcut import grabcut_results
@@ -115,18 +115,18 @@ def long_rows(runs: pd.DataFrame, dirs: Sequence[Direction]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def grabcut_rows(detector_detections: Sequence[Mapping[str, Any]], dataset: CocoInstanceDataset, gt: dict,
-                 dirs: Sequence[Direction], iterations: int = 5) -> pd.DataFrame:
-    """Mask GrabCut on the detector's detections of each direction's novel categories: one
-    deterministic row per direction (seed 0)."""
+def grabcut_rows(inputs: EvalInputs, dataset: CocoInstanceDataset, gt: dict, dirs: Sequence[Direction],
+                 iterations: int = 5) -> pd.DataFrame:
+    """Mask GrabCut on the boxes the heads are evaluated on (``inputs``) of each direction's novel
+    categories: one deterministic row per direction (seed 0)."""
     images = [dataset[i][0] for i in range(len(dataset))]
     rows = []
     for d in dirs:
-        dets = detections_of_categories(list(detector_detections), dataset, set(d.novel))
+        dets = detections_of_categories(inputs.detections(dataset, False), dataset, set(d.novel))
         results = grabcut_results(images, dataset.image_ids, dets, dataset.label_to_category_id, iterations)
-        metrics = score(EvalSet(gt, dataset, category_ids=d.novel), results, False, None, "x")
+        metrics = evaluate(gt, results, "segm", category_ids=d.novel)
         rows.append({"direction": d.name, "variant": "grabcut", "label": "Mask GrabCut", "seed": 0, "params": 0,
-                     **{m: metrics[f"x_{m}"] for m in METRICS}})
+                     **{m: metrics[m] for m in METRICS}})
     return pd.DataFrame(rows)
 
 
@@ -139,16 +139,17 @@ class FewShotConfig:
     lr: float = 5e-4
 
 
-def run_few_shot(detector: nn.Module, train_gt: dict, cache: RoiCache, base_heads: Mapping[int, Mapping[str, nn.Module]],
+def run_few_shot(inputs: EvalInputs, train_gt: dict, cache: RoiCache, base_heads: Mapping[int, Mapping[str, nn.Module]],
                  direction: Direction, eval_set: EvalSet, seeds: Sequence[int], cfg: AblationConfig,
                  few: FewShotConfig, variants: Mapping[str, HeadVariant]) -> pd.DataFrame:
     """Rows (shots, method, seed, metrics) of Table 4.2 for ``direction``'s novel categories.
 
     ``base_heads[seed][name]`` are heads trained on the base masks (keys of ``variants``:
     "fcn", "cpmask"); each is fine-tuned on the seed's draw of ``shots`` instances per novel
-    category; "cpmask_nobase" trains CPMask from scratch on that draw alone.
+    category; "cpmask_nobase" trains CPMask from scratch on that draw alone. ``inputs`` holds the
+    frozen detector's detections and features (e.g. those of the Table 4.1 run).
     """
-    inputs = EvalInputs(detector, cfg.boxes)
+    inputs.check(cfg.boxes)
     sets = {"novel": eval_set}
     rows = []
     for shots in few.shots:

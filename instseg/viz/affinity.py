@@ -18,6 +18,8 @@ from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from instseg.viz.widgets import redraw_on
+
 
 @dataclass
 class ParsedRois:
@@ -132,7 +134,5 @@ def affinity_browser(parsed: ParsedRois, interactive: bool = True,
             _draw_affinity(axes, parsed, roi.value, row.value, col.value)
             plt.show()
 
-    for w in (roi, row, col):
-        w.observe(redraw, names="value")
-    redraw()
+    redraw_on((roi, row, col), redraw)
     return widgets.VBox([roi, widgets.HBox([row, col]), out])

@@ -17,6 +17,7 @@ from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
 from instseg.viz.draw import palette
+from instseg.viz.widgets import picked, redraw_on, set_choices, show_picture
 
 # head output -> column title, in the thesis' order: GCN-1 (occluder) then GCN-2 (occludee)
 ROI_MAPS: dict[str, str] = {"occluder_boundary": "GCN-1 occluder contour", "occluder_mask": "GCN-1 occluder mask",
@@ -129,21 +130,11 @@ def prediction_browser(images: Sequence[Tensor], predictions: Sequence[Mapping[s
     def redraw(*_: Any) -> None:
         pred = predictions[slider.value]
         above = torch.where(pred["scores"] >= score.value)[0].tolist()
-        options = [("all", -1)] + [(f"{k}: label {int(pred['labels'][k])}, score {float(pred['scores'][k]):.2f}", k)
-                                   for k in above]
-        if pick.options != tuple(options):
-            pick.options, pick.value = options, -1
+        set_choices(pick, [(f"{k}: label {int(pred['labels'][k])}, score {float(pred['scores'][k]):.2f}", k)
+                           for k in above])
         shown = [layer for layer, box in toggles.items() if box.value]
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(4.5, 4.5))
-            ax.imshow(compose_prediction(images[slider.value], pred, shown, score.value,
-                                         None if pick.value < 0 else pick.value))
-            ax.set_title(names[slider.value])
-            ax.axis("off")
-            plt.show()
+        show_picture(out, compose_prediction(images[slider.value], pred, shown, score.value, picked(pick)),
+                     names[slider.value])
 
-    for w in (slider, score, pick, *toggles.values()):
-        w.observe(redraw, names="value")
-    redraw()
+    redraw_on((slider, score, pick, *toggles.values()), redraw)
     return widgets.VBox([widgets.HBox([slider, score]), widgets.HBox(list(toggles.values())), pick, out])

@@ -13,6 +13,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from instseg.viz.draw import LAYERS, compose, image_layers
+from instseg.viz.widgets import picked, redraw_on, set_choices, show_picture
 
 
 def static_grid(gt: dict, image_dir: str | Path, image_ids: list[int], show: tuple[str, ...] = LAYERS) -> plt.Figure:
@@ -41,20 +42,10 @@ def benchmark_browser(gt: dict, image_dir: str | Path, interactive: bool = True,
 
     def redraw(*_: Any) -> None:
         layers = image_layers(gt, image_ids[slider.value], image_dir)
-        options = [("all", -1)] + [(f"{k}: cat {c}, occ {r:.2f}", k) for k, (c, r) in
-                                   enumerate(zip(layers["category_ids"], layers["occlusion_ratio"]))]
-        if instance.options != tuple(options):
-            instance.options, instance.value = options, -1
+        set_choices(instance, [(f"{k}: cat {c}, occ {r:.2f}", k) for k, (c, r) in
+                               enumerate(zip(layers["category_ids"], layers["occlusion_ratio"]))])
         shown = [name for name, box in toggles.items() if box.value]
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(4.5, 4.5))
-            ax.imshow(compose(layers, shown, None if instance.value < 0 else instance.value))
-            ax.set_title(f"image id {image_ids[slider.value]}")
-            ax.axis("off")
-            plt.show()
+        show_picture(out, compose(layers, shown, picked(instance)), f"image id {image_ids[slider.value]}")
 
-    for w in (slider, instance, *toggles.values()):
-        w.observe(redraw, names="value")
-    redraw()
+    redraw_on((slider, instance, *toggles.values()), redraw)
     return widgets.VBox([slider, widgets.HBox(list(toggles.values())), instance, out])
