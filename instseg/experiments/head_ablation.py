@@ -18,6 +18,7 @@ rows once, and returns one row per (variant, seed).
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -45,6 +46,7 @@ from instseg.models.mask_heads import (
     mask_head_targets,
     mask_probabilities,
 )
+from instseg.models.mask_heads.maskx import WeightTransferMaskHead
 
 JITTER = 0.2  # each jittered box edge moves by up to this fraction of the box's width / height
 MIN_JITTER_IOU = 0.5  # a jittered box counts as a proposal of its instance, as in training
@@ -72,7 +74,9 @@ class OcclusionRCNNHead(nn.Module):
         return mask_head_loss(outputs, targets)
 
 
-HEADS = {**MASK_HEADS, "orcnn": OcclusionRCNNHead}
+# heads of the frozen-detector protocol only: ORCNN's two heads, and the MaskX-style weight
+# transfer, which reads the frozen detector's box weights (``class_embeddings``)
+HEADS = {**MASK_HEADS, "orcnn": OcclusionRCNNHead, "maskx": WeightTransferMaskHead}
 
 
 @dataclass(frozen=True)
@@ -140,9 +144,18 @@ TABLE_3_6 = (
 def build_head(variant: HeadVariant, in_channels: int, channels: int) -> nn.Module:
     """The variant's head, ``channels`` wide (the same for every row of a table)."""
     kwargs = {"in_channels": in_channels, "conv_channels": channels, **variant.head_kwargs}
-    if variant.head == "orcnn":
-        return OcclusionRCNNHead(**kwargs)
-    return build_mask_head(variant.head, **kwargs)
+    if variant.head in MASK_HEADS:
+        return build_mask_head(variant.head, **kwargs)
+    return HEADS[variant.head](**kwargs)
+
+
+def _key_repr(value: Any) -> str:
+    """``repr`` of a head argument, tensors by shape and content (torch's repr elides the middle of
+    large tensors, so two different tensors can print alike)."""
+    if isinstance(value, Tensor):
+        digest = hashlib.sha1(value.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        return f"Tensor{tuple(value.shape)}:{value.dtype}:{digest}"
+    return repr(value)
 
 
 def config_key(variant: HeadVariant) -> tuple:
@@ -153,7 +166,7 @@ def config_key(variant: HeadVariant) -> tuple:
     factory = HEADS[variant.head]
     bound = inspect.signature(factory).bind(in_channels=0, **variant.head_kwargs)
     bound.apply_defaults()
-    arguments = tuple(sorted((k, repr(v)) for k, v in bound.arguments.items()
+    arguments = tuple(sorted((k, _key_repr(v)) for k, v in bound.arguments.items()
                              if k not in ("in_channels", "conv_channels")))
     return (getattr(factory, "func", factory).__name__, arguments, variant.occluder_rule, variant.amodal,
             variant.mask_categories)
@@ -214,12 +227,13 @@ def roi_features(detector: nn.Module, dataset: CocoInstanceDataset, index: int, 
 
 
 def with_head(detector: nn.Module, head: nn.Module) -> nn.Module:
-    """A copy of ``detector`` whose mask branch runs ``head`` (class-agnostic), so a head trained
-    on the frozen features predicts end to end, extra outputs (``occluder_masks``, contours)
-    pasted to image size like ``masks``."""
+    """A copy of ``detector`` whose mask branch runs ``head``, so a head trained on the frozen
+    features predicts end to end, extra outputs (``occluder_masks``, contours) pasted to image size
+    like ``masks``. The weight-transfer head gets the detections' labels; the others are
+    class-agnostic."""
     model = copy.deepcopy(detector)
     branch = model.roi_heads.mask_branch if hasattr(model, "roi_heads") else model.mask_branch
-    branch.head, branch.class_specific = copy.deepcopy(head), False
+    branch.head, branch.class_specific = copy.deepcopy(head), isinstance(head, WeightTransferMaskHead)
     return model.eval()
 
 
@@ -259,6 +273,7 @@ class RoiCache:
     instance: Tensor  # int64 [R], the matched instance in its image's target
     is_gt: Tensor  # bool [R], the ground-truth box itself (else a jittered copy)
     category_ids: Tensor  # int64 [R], the matched instance's category id
+    labels: Tensor  # int64 [R], the matched instance's label (the detector's class index)
     annotation_ids: Tensor  # int64 [R], the matched instance's annotation id (-1 if it has none)
     occluder_rule: str
     amodal: bool
@@ -271,7 +286,7 @@ class RoiCache:
     def nbytes(self) -> int:
         """Memory held by the tensors."""
         tensors = [self.features, self.boxes, self.image_index, self.instance, self.is_gt, self.category_ids,
-                   self.annotation_ids, *self.targets.values()]
+                   self.labels, self.annotation_ids, *self.targets.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def select(self, keep: Tensor) -> "RoiCache":
@@ -284,7 +299,8 @@ class RoiCache:
         if not bool(keep.any()):
             raise ValueError("the selection keeps no ROI")
         fields = {name: getattr(self, name)[keep] for name in
-                  ("features", "boxes", "image_index", "instance", "is_gt", "category_ids", "annotation_ids")}
+                  ("features", "boxes", "image_index", "instance", "is_gt", "category_ids", "labels",
+                   "annotation_ids")}
         return RoiCache(**fields, targets={k: t[keep] for k, t in self.targets.items()},
                         occluder_rule=self.occluder_rule, amodal=self.amodal, build_seconds=self.build_seconds)
 
@@ -296,10 +312,12 @@ class RoiCache:
         """The ROIs of the instances ``annotation_ids`` (a few-shot draw)."""
         return self.select(torch.isin(self.annotation_ids, torch.as_tensor(list(annotation_ids), dtype=torch.long)))
 
-    def batch(self, rois: Tensor | Sequence[int]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Float32 features and float 0/1 targets of the ROIs ``rois``, as a head's loss takes them."""
+    def batch(self, rois: Tensor | Sequence[int]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Float32 features, labels and float 0/1 targets of the ROIs ``rois``, as a head and its
+        loss take them."""
         rois = torch.as_tensor(rois, dtype=torch.long)
-        return self.features[rois].float(), {key: t[rois].float() for key, t in self.targets.items()}
+        return (self.features[rois].float(), self.labels[rois],
+                {key: t[rois].float() for key, t in self.targets.items()})
 
 
 def jitter_boxes(boxes: Tensor, count: int, size: tuple[int, int], generator: torch.Generator
@@ -348,7 +366,7 @@ def cache_roi_features(detector: nn.Module, dataset: CocoInstanceDataset, image_
     start = time.perf_counter()
     pool = detector_parts(detector)[2]
     parts: dict[str, list[Tensor]] = {"features": [], "boxes": [], "image_index": [], "instance": [], "is_gt": [],
-                                      "category_ids": [], "annotation_ids": []}
+                                      "category_ids": [], "labels": [], "annotation_ids": []}
     label_map = dataset.label_to_category_id
     to_category = torch.tensor([label_map.get(k, -1) for k in range(max(label_map) + 1)], dtype=torch.long)
     targets: list[dict[str, Tensor]] = []
@@ -365,6 +383,7 @@ def cache_roi_features(detector: nn.Module, dataset: CocoInstanceDataset, image_
         parts["instance"].append(matched)
         parts["is_gt"].append(torch.arange(len(rois)) < len(gt_boxes))
         parts["category_ids"].append(to_category[item.target["labels"][matched]])
+        parts["labels"].append(item.target["labels"][matched])
         ann_ids = item.target.get("annotation_ids", torch.full((len(gt_boxes),), -1, dtype=torch.long))
         parts["annotation_ids"].append(ann_ids[matched])
     if not targets:
@@ -414,8 +433,8 @@ def train_head(variant: HeadVariant, cache: RoiCache, iters: int, batch_rois: in
         for group in opt.param_groups:
             group["lr"] = lr_at(iteration, lr, warmup_iters=config.warmup_iters, warmup_factor=config.warmup_factor,
                                 steps=config.lr_steps, gamma=config.gamma)
-        features, targets = cache.batch(sampler.global_batch(iteration))
-        loss = sum(head.loss(head(features), targets).values())
+        features, labels, targets = cache.batch(sampler.global_batch(iteration))
+        loss = sum(head.loss(head(features, labels), targets).values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -452,11 +471,12 @@ def image_features(detector: nn.Module, dataset: CocoInstanceDataset) -> ImageFe
 
 
 @torch.no_grad()
-def _mask_probabilities(head: nn.Module, rois: Tensor) -> Tensor:
+def _mask_probabilities(head: nn.Module, rois: Tensor, labels: Tensor) -> Tensor:
     head.eval()
     if len(rois) == 0:
         return rois.new_zeros((0, 1, 28, 28))
-    return torch.cat([mask_probabilities(head(chunk)) for chunk in rois.split(HEAD_BATCH)])
+    return torch.cat([mask_probabilities(head(chunk, chunk_labels))
+                      for chunk, chunk_labels in zip(rois.split(HEAD_BATCH), labels.split(HEAD_BATCH))])
 
 
 def predict_masks(detector: nn.Module, head: nn.Module, dataset: CocoInstanceDataset,
@@ -480,7 +500,8 @@ def predict_masks(detector: nn.Module, head: nn.Module, dataset: CocoInstanceDat
         items = features.items[start:start + PREDICT_IMAGES]
         dets = detections[start:start + PREDICT_IMAGES]
         pooled = torch.cat([_pool(pool, item, det["boxes"]) for item, det in zip(items, dets)])
-        probabilities = _mask_probabilities(head, pooled).split([len(d["boxes"]) for d in dets])
+        labels = torch.cat([det["labels"] for det in dets])
+        probabilities = _mask_probabilities(head, pooled, labels).split([len(d["boxes"]) for d in dets])
         for item, det, probs in zip(items, dets, probabilities):
             masks = paste_masks_in_image(probs, det["boxes"], item.original)
             pred = {"boxes": det["boxes"], "labels": det["labels"], "scores": det["scores"], "masks": masks}

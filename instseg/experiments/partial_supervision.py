@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from torch import nn
+from torch import Tensor, nn
 
 from instseg.data.dataset import CocoInstanceDataset
 from instseg.data.splits import category_split, few_shot_annotation_ids
@@ -70,18 +70,24 @@ def directions(categories: Sequence[dict], halves: tuple[str, str]) -> list[Dire
             Direction(halves[1], halves[0], tuple(second), tuple(first))]
 
 
-def _variant(head: str, base: tuple[int, ...] | None, tag: str, label: str, **flags: bool) -> HeadVariant:
-    return HeadVariant(f"{head}_{tag}", head, dict(flags), occluder_rule="none", mask_categories=base, label=label)
+def _variant(head: str, base: tuple[int, ...] | None, tag: str, label: str, **kwargs: Any) -> HeadVariant:
+    return HeadVariant(f"{head}_{tag}", head, dict(kwargs), occluder_rule="none", mask_categories=base, label=label)
 
 
-def partial_variants(dirs: Sequence[Direction], ablation: bool = False) -> list[HeadVariant]:
-    """Per direction the class-agnostic Mask R-CNN head and CPMask on the base masks (with
-    ``ablation``, also CPMask without the boundary module, without the affinity unit and with an
-    unsupervised affinity); then the two oracles, on every mask."""
+def partial_variants(dirs: Sequence[Direction], ablation: bool = False,
+                     class_embeddings: Tensor | None = None) -> list[HeadVariant]:
+    """Per direction the class-agnostic Mask R-CNN head and CPMask on the base masks, and, given
+    the frozen detector's ``class_embeddings`` (:func:`~instseg.models.mask_heads.maskx.box_predictor_embeddings`),
+    the MaskX-style weight-transfer head (with ``ablation``, also CPMask without the boundary
+    module, without the affinity unit and with an unsupervised affinity); then the two oracles,
+    on every mask."""
     variants = []
     for d in dirs:
         variants += [_variant("fcn", d.base, d.base_name, "Mask R-CNN (class-agnostic)"),
                      _variant("cpmask", d.base, d.base_name, "CPMask")]
+        if class_embeddings is not None:
+            variants.append(_variant("maskx", d.base, d.base_name, "MaskX R-CNN (weight transfer)",
+                                     class_embeddings=class_embeddings))
         if ablation:
             variants += [
                 HeadVariant(f"cpmask_noboundary_{d.base_name}", "cpmask", {"boundary": False}, "none",
