@@ -60,3 +60,22 @@ def _train_smoke_detectors(benchmark: Path, runs: Path) -> None:
 def smoke_dir() -> Path:
     """The session's smoke benchmark (images/, annotations/, meta.json)."""
     return Path(os.environ["INSTSEG_DATA"])
+
+
+@pytest.fixture(scope="session")
+def smoke_frozen(smoke_dir: Path) -> dict:
+    """The smoke datasets and ground truth with a tiny untrained Faster R-CNN (16 channels): what
+    the frozen-detector head protocols need to run, not to score well."""
+    import torch
+
+    from instseg.data.coco_json import load_coco_gt
+    from instseg.data.dataset import CocoInstanceDataset
+    from instseg.models.detectors import build_detector
+
+    ann = smoke_dir / "annotations"
+    torch.manual_seed(0)
+    detector = build_detector("frcnn", 10, "fcn", {"conv_channels": 16}, fpn_channels=16, min_size=64, max_size=64)
+    return {"train": CocoInstanceDataset(ann / "train.json", smoke_dir / "images"),
+            "val": CocoInstanceDataset(ann / "val.json", smoke_dir / "images"),
+            "train_gt": load_coco_gt(ann / "train.json"), "val_gt": load_coco_gt(ann / "val.json"),
+            "detector": detector}

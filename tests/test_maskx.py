@@ -3,18 +3,14 @@ function's reach to classes it never trained on, gradients, and its run on the f
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-from instseg.data.coco_json import load_coco_gt
-from instseg.data.dataset import CocoInstanceDataset
 from instseg.experiments import head_ablation as ha
 from instseg.experiments import partial_supervision as ps
-from instseg.models.detectors import build_detector
 from instseg.models.mask_heads.maskx import WeightTransferMaskHead, box_predictor_embeddings
 
 
@@ -142,47 +138,40 @@ def test_config_key_tells_tensor_arguments_apart_by_content() -> None:
     assert key(a) != key(b) and key(a) == key(a.clone())
 
 
-@pytest.fixture(scope="module")
-def smoke(smoke_dir: Path) -> dict:
-    ann = smoke_dir / "annotations"
-    torch.manual_seed(0)
-    detector = build_detector("frcnn", 10, "fcn", {"conv_channels": 16}, fpn_channels=16, min_size=64, max_size=64)
-    return {"train": CocoInstanceDataset(ann / "train.json", smoke_dir / "images"),
-            "val": CocoInstanceDataset(ann / "val.json", smoke_dir / "images"),
-            "val_gt": load_coco_gt(ann / "val.json"), "detector": detector.eval()}
-
-
-def test_weight_transfer_rows_on_the_frozen_detector(smoke: dict) -> None:
+def test_weight_transfer_rows_on_the_frozen_detector(smoke_frozen: dict) -> None:
     """Trained on base ROIs with their labels, scored on the novel categories' detections, and
     usable end to end through ``with_head`` (the detections' labels pick the predictor)."""
-    detector = smoke["detector"]
+    detector = smoke_frozen["detector"]
     emb = box_predictor_embeddings(detector.roi_heads.box_predictor)
     assert emb.shape == (11, 5 * 1024)  # 10 categories and the background; torchvision's box head is 1024 wide
-    dirs = ps.directions(smoke["train"].categories, ("A", "B"))
+    dirs = ps.directions(smoke_frozen["train"].categories, ("A", "B"))
     variants = [v for v in ps.partial_variants(dirs, class_embeddings=emb) if v.head == "maskx"]
     assert [v.name for v in variants] == ["maskx_A", "maskx_B"]
     assert [v.name for v in ps.partial_variants(dirs)] == ["fcn_A", "cpmask_A", "fcn_B", "cpmask_B", "fcn_oracle",
                                                           "cpmask_oracle"]
     cfg = ha.AblationConfig(iters=3, batch_rois=8, channels=16, jitter_per_gt=1, bins=None)
     heads, caches = {}, {}
-    runs = ha.run_ablation(variants, [0], detector, smoke["train"], ps.novel_eval_sets(smoke["val_gt"], smoke["val"],
-                                                                                        dirs), cfg,
-                           heads=heads, caches=caches)
+    eval_sets = ps.novel_eval_sets(smoke_frozen["val_gt"], smoke_frozen["val"], dirs)
+    runs = ha.run_ablation(variants, [0], detector, smoke_frozen["train"], eval_sets, cfg, heads=heads, caches=caches)
     assert list(runs["variant"]) == ["maskx_A", "maskx_B"] and runs["novel_B_AP"].notna().all()
     cache = caches[("none", False)]
-    label_of = smoke["train"].label_to_category_id
+    label_of = smoke_frozen["train"].label_to_category_id
     assert all(label_of[label] == category for label, category in zip(cache.labels.tolist(),
                                                                       cache.category_ids.tolist()))
+    gt_boxes = ha.gt_detections(smoke_frozen["val"])
+    records = ha.predict_masks(detector, heads[("maskx_A", 0)], smoke_frozen["val"], gt_boxes)
+    assert len(records) == sum(len(d["boxes"]) for d in gt_boxes) > 0
     model = ha.with_head(detector, heads[("maskx_A", 0)])
-    images = [smoke["val"][i][0] for i in range(2)]
+    assert model.roi_heads.mask_branch.class_specific
+    images = [smoke_frozen["val"][i][0] for i in range(2)]
     with torch.no_grad():
         predictions = model(images)
     assert all(p["masks"].shape[0] == len(p["boxes"]) for p in predictions)
 
 
-def test_labels_follow_the_rois_into_the_head_in_training(smoke: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_labels_follow_the_rois_into_the_head_in_training(smoke_frozen: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """What ``train_head`` feeds a class-specific head: each ROI's own label, as the cache holds it."""
-    cache = ha.cache_roi_features(smoke["detector"], smoke["train"], range(4), 1, 0, "none")
+    cache = ha.cache_roi_features(smoke_frozen["detector"], smoke_frozen["train"], range(4), 1, 0, "none")
     seen: list[torch.Tensor] = []
 
     class Recording(WeightTransferMaskHead):
@@ -190,7 +179,7 @@ def test_labels_follow_the_rois_into_the_head_in_training(smoke: dict, monkeypat
             seen.append(labels.clone())
             return super().forward(roi_features, labels)
 
-    emb = box_predictor_embeddings(smoke["detector"].roi_heads.box_predictor)
+    emb = box_predictor_embeddings(smoke_frozen["detector"].roi_heads.box_predictor)
     monkeypatch.setitem(ha.HEADS, "maskx", Recording)
     ha.train_head(ha.HeadVariant("x", "maskx", {"class_embeddings": emb}, "none"), cache, 4, 8, 1e-3, 0, 16)
     assert len(seen) == 4

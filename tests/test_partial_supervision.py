@@ -12,8 +12,6 @@ import torch
 from torchvision.ops import MultiScaleRoIAlign
 
 from instseg.cli import main
-from instseg.data.coco_json import load_coco_gt
-from instseg.data.dataset import CocoInstanceDataset
 from instseg.data.occluded_shapes import categories_json
 from instseg.data.splits import COCO_VOC_CATEGORY_IDS, category_split, few_shot_annotation_ids, parse_mask_categories
 from instseg.errors import InputError
@@ -26,7 +24,6 @@ from instseg.experiments.head_ablation import (
     run_ablation,
     train_head,
 )
-from instseg.models.detectors import build_detector
 from instseg.models.mask_branch import RoIMaskBranch
 from instseg.models.mask_heads import MASK_HEADS, FCNMaskHead, mask_head_targets
 
@@ -127,22 +124,11 @@ def test_mask_branch_trains_on_supervised_instances_only() -> None:
     assert torch.equal(sub_target["masks"], masks[[0, 2]])
 
 
-@pytest.fixture(scope="module")
-def smoke(smoke_dir: Path) -> dict:
-    ann = smoke_dir / "annotations"
-    torch.manual_seed(0)
-    detector = build_detector("frcnn", 10, "fcn", {"conv_channels": 16}, fpn_channels=16, min_size=64, max_size=64)
-    return {"train": CocoInstanceDataset(ann / "train.json", smoke_dir / "images"),
-            "val": CocoInstanceDataset(ann / "val.json", smoke_dir / "images"),
-            "train_gt": load_coco_gt(ann / "train.json"), "val_gt": load_coco_gt(ann / "val.json"),
-            "detector": detector}
-
-
-def test_no_novel_mask_reaches_the_loss_of_a_frozen_detector_head(smoke: dict, monkeypatch: pytest.MonkeyPatch
-                                                                  ) -> None:
+def test_no_novel_mask_reaches_the_loss_of_a_frozen_detector_head(smoke_frozen: dict,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Novel ROIs get a sentinel target in the full cache: the head trained on the base subset
     never sees one."""
-    frcnn_detector, smoke_train_set = smoke["detector"], smoke["train"]
+    frcnn_detector, smoke_train_set = smoke_frozen["detector"], smoke_frozen["train"]
     cache = cache_roi_features(frcnn_detector, smoke_train_set, range(len(smoke_train_set)), 1, 0, "none")
     base = [1, 2, 3, 4, 5]
     novel = ~torch.isin(cache.category_ids, torch.tensor(base))
@@ -179,33 +165,34 @@ def test_cli_trains_cpmask_with_partial_supervision_and_a_box_only_detector(tmp_
                  "--out", str(tmp_path / "r.json")]) == 0
 
 
-def test_partial_supervision_and_few_shot_tables_on_the_smoke_benchmark(smoke: dict) -> None:
+def test_partial_supervision_and_few_shot_tables_on_the_smoke_benchmark(smoke_frozen: dict) -> None:
     """Both directions, oracles and GrabCut scored on novel categories only; few-shot rows for
     every (shots, method, seed)."""
     dirs = ps.directions(categories_json(), ("A", "B"))
     assert [d.name for d in dirs] == ["A → B", "B → A"] and dirs[0].paper_name == "voc → non-voc"
     cfg = AblationConfig(iters=3, batch_rois=8, channels=16, jitter_per_gt=1, bins=None)
     heads, caches = {}, {}
-    inputs = EvalInputs(smoke["detector"], cfg.boxes)
-    eval_sets = ps.novel_eval_sets(smoke["val_gt"], smoke["val"], dirs)
-    runs = run_ablation(ps.partial_variants(dirs), [0], smoke["detector"], smoke["train"], eval_sets, cfg,
-                        heads=heads, caches=caches, inputs=inputs)
+    inputs = EvalInputs(smoke_frozen["detector"], cfg.boxes)
+    eval_sets = ps.novel_eval_sets(smoke_frozen["val_gt"], smoke_frozen["val"], dirs)
+    runs = run_ablation(ps.partial_variants(dirs), [0], smoke_frozen["detector"], smoke_frozen["train"], eval_sets,
+                        cfg, heads=heads, caches=caches, inputs=inputs)
     assert len(runs) == 6 and "novel_B_APm" in runs
     rows = ps.long_rows(runs, dirs)
     assert len(rows) == 8 and set(rows["direction"]) == {"A → B", "B → A"}
     assert set(rows[rows["direction"] == "A → B"]["variant"]) == {"fcn_A", "cpmask_A", "fcn_oracle", "cpmask_oracle"}
-    grab = ps.grabcut_rows(inputs, smoke["val"], smoke["val_gt"], dirs)
+    grab = ps.grabcut_rows(inputs, smoke_frozen["val"], smoke_frozen["val_gt"], dirs)
     assert list(grab["direction"]) == ["A → B", "B → A"] and grab["AP"].notna().all()
     variants = {v.head: v for v in ps.partial_variants(dirs[1:])[:2]}
     base = {0: {"fcn": heads[("fcn_B", 0)], "cpmask": heads[("cpmask_B", 0)]}}
-    few = ps.run_few_shot(inputs, smoke["train_gt"], caches[("none", False)], base, dirs[1],
+    few = ps.run_few_shot(inputs, smoke_frozen["train_gt"], caches[("none", False)], base, dirs[1],
                           eval_sets["novel_A"], [0], cfg, ps.FewShotConfig(shots=(1, 2), iters=2), variants)
     assert len(few) == 6 and set(few["method"]) == {"Mask R-CNN-ft", "CPMask (fine-tuned)", "CPMask (no base)"}
     assert list(few.groupby("shots")["instances"].first()) == [5, 10]
     assert len(inputs._features) == 1  # one backbone pass over val served every evaluation above
     with pytest.raises(ValueError, match="boxes='detector', not 'gt'"):
-        ps.run_few_shot(inputs, smoke["train_gt"], caches[("none", False)], base, dirs[1], eval_sets["novel_A"], [0],
+        ps.run_few_shot(inputs, smoke_frozen["train_gt"], caches[("none", False)], base, dirs[1], eval_sets["novel_A"],
+                        [0],
                         AblationConfig(boxes="gt"), ps.FewShotConfig(), variants)
     with pytest.raises(ValueError, match="another detector"):
-        run_ablation(ps.partial_variants(dirs), [0], torch.nn.Identity(), smoke["train"], eval_sets, cfg,
+        run_ablation(ps.partial_variants(dirs), [0], torch.nn.Identity(), smoke_frozen["train"], eval_sets, cfg,
                      inputs=inputs)
