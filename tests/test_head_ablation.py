@@ -66,6 +66,19 @@ def test_cache_holds_half_precision_features_and_boolean_targets(cache: ha.RoiCa
     assert cache.nbytes >= cache.features.numel() * 2
 
 
+def test_caches_of_two_image_ranges_join_into_the_cache_of_both(cache: ha.RoiCache, data: dict,
+                                                                detector: nn.Module) -> None:
+    halves = [ha.cache_roi_features(detector, data["train"], r, jitter_per_gt=2, seed=0) for r in (range(5), range(5, 12))]
+    joined = ha.RoiCache.concat(halves)
+    for name in ("features", "boxes", "image_index", "instance", "is_gt", "category_ids", "labels", "annotation_ids"):
+        assert torch.equal(getattr(joined, name), getattr(cache, name)), name
+    assert sorted(joined.targets) == sorted(cache.targets)
+    assert all(torch.equal(joined.targets[k], cache.targets[k]) for k in cache.targets)
+    other = ha.cache_roi_features(detector, data["train"], range(2), jitter_per_gt=1, seed=0, occluder_rule="none")
+    with pytest.raises(ValueError, match="different rules"):
+        ha.RoiCache.concat([cache, other])
+
+
 def test_gt_rois_targets_are_the_projected_gt_masks(cache: ha.RoiCache, data: dict) -> None:
     for i in range(12):
         target = data["train"][i][1]

@@ -52,7 +52,7 @@ JITTER = 0.2  # each jittered box edge moves by up to this fraction of the box's
 MIN_JITTER_IOU = 0.5  # a jittered box counts as a proposal of its instance, as in training
 BACKBONE_BATCH = 8  # images per backbone forward
 PREDICT_IMAGES = 32  # images whose ROIs go through the head together in evaluation
-HEAD_BATCH = 512  # ROIs per head forward in evaluation
+HEAD_BATCH = 128  # ROIs per head forward in evaluation (512 ran slower on 2 CPU cores)
 
 
 class OcclusionRCNNHead(nn.Module):
@@ -261,6 +261,9 @@ def gt_detections(dataset: CocoInstanceDataset, amodal: bool = False) -> list[di
 # Training cache
 
 
+_ROI_FIELDS = ("features", "boxes", "image_index", "instance", "is_gt", "category_ids", "labels", "annotation_ids")
+
+
 @dataclass
 class RoiCache:
     """Pooled ROI features (float16 [R, C, 14, 14]) and their 28x28 targets (bool [R, 28, 28] per
@@ -285,8 +288,7 @@ class RoiCache:
     @property
     def nbytes(self) -> int:
         """Memory held by the tensors."""
-        tensors = [self.features, self.boxes, self.image_index, self.instance, self.is_gt, self.category_ids,
-                   self.labels, self.annotation_ids, *self.targets.values()]
+        tensors = [*(getattr(self, name) for name in _ROI_FIELDS), *self.targets.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def select(self, keep: Tensor) -> "RoiCache":
@@ -298,11 +300,25 @@ class RoiCache:
                              "masks of instances left out; build the cache with occluder_rule='none'")
         if not bool(keep.any()):
             raise ValueError("the selection keeps no ROI")
-        fields = {name: getattr(self, name)[keep] for name in
-                  ("features", "boxes", "image_index", "instance", "is_gt", "category_ids", "labels",
-                   "annotation_ids")}
+        fields = {name: getattr(self, name)[keep] for name in _ROI_FIELDS}
         return RoiCache(**fields, targets={k: t[keep] for k, t in self.targets.items()},
                         occluder_rule=self.occluder_rule, amodal=self.amodal, build_seconds=self.build_seconds)
+
+    @staticmethod
+    def concat(caches: Sequence["RoiCache"]) -> "RoiCache":
+        """The ROIs of ``caches`` (built on one dataset by the same rule) in one cache: a training
+        set's cache extended by an extra set's, without caching the training set again. Jitter
+        depends on the image index alone, so caching images 0..N-1 and N..M-1 apart gives the cache
+        of 0..M-1."""
+        first = caches[0]
+        for other in caches[1:]:
+            if (other.occluder_rule, other.amodal, sorted(other.targets)) != (first.occluder_rule, first.amodal,
+                                                                               sorted(first.targets)):
+                raise ValueError("caches built by different rules (occluder rule, amodal, targets) cannot be joined")
+        fields = {name: torch.cat([getattr(c, name) for c in caches]) for name in _ROI_FIELDS}
+        return RoiCache(**fields, targets={k: torch.cat([c.targets[k] for c in caches]) for k in first.targets},
+                        occluder_rule=first.occluder_rule, amodal=first.amodal,
+                        build_seconds=sum(c.build_seconds for c in caches))
 
     def of_categories(self, category_ids: Sequence[int]) -> "RoiCache":
         """The ROIs of instances of ``category_ids`` (partial supervision's base categories)."""
@@ -365,8 +381,7 @@ def cache_roi_features(detector: nn.Module, dataset: CocoInstanceDataset, image_
         raise ValueError("amodal training needs a dataset with amodal masks ('amodal_segmentation')")
     start = time.perf_counter()
     pool = detector_parts(detector)[2]
-    parts: dict[str, list[Tensor]] = {"features": [], "boxes": [], "image_index": [], "instance": [], "is_gt": [],
-                                      "category_ids": [], "labels": [], "annotation_ids": []}
+    parts: dict[str, list[Tensor]] = {name: [] for name in _ROI_FIELDS}
     label_map = dataset.label_to_category_id
     to_category = torch.tensor([label_map.get(k, -1) for k in range(max(label_map) + 1)], dtype=torch.long)
     targets: list[dict[str, Tensor]] = []
