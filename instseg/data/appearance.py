@@ -1,14 +1,19 @@
-"""Appearance families (textures) and backgrounds of the OccludedShapes benchmark.
+"""Appearance (textures) and backgrounds of the OccludedShapes benchmark.
 
-A category is a (shape family, appearance family, hue) triple. Appearance families are shared
-by several categories, so shape and appearance commonalities exist across any split of the
-categories (what CPMask's partially supervised setting needs). Instances of one category get
-close hues and the same texture: overlapping same-category objects look alike, the hard case.
+Appearance carries no category information: every object's texture family, base hue,
+saturation, value, shading, period and angle come from ONE distribution (:func:`draw_appearance`),
+the same for every category. Within an image each category present draws its appearance once
+and its instances get small jitters of it (:func:`jitter_appearance`), so overlapping
+same-category objects look alike — the hard case for single-layer mask heads — while across
+images a category takes every colour and texture. A mask head trained on some categories can
+therefore only learn objectness from shape and structure, not from "the base categories'
+colours" (``instseg.data.appearance_diagnostic`` measures that).
 """
 
 from __future__ import annotations
 
 import colorsys
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +28,37 @@ PHOTO_FILES: tuple[str, ...] = ("astronaut.png", "chelsea.png", "coffee.png", "r
                                 "motorcycle_left.png", "brick.png", "grass.png", "gravel.png")
 
 
+@dataclass(frozen=True)
+class Appearance:
+    """One object's texture: ``family`` blends a dark shade (``dark`` x base colour) into the base
+    colour (HSV ``hue``, ``saturation``, ``value``) with a pattern of ``period`` pixels at ``angle``."""
+
+    family: str
+    hue: float
+    saturation: float
+    value: float
+    dark: float
+    period: float
+    angle: float
+
+
+def draw_appearance(rng: np.random.Generator) -> Appearance:
+    """An appearance from the one category-independent distribution."""
+    return Appearance(family=APPEARANCE_FAMILIES[int(rng.integers(len(APPEARANCE_FAMILIES)))],
+                      hue=float(rng.uniform(0.0, 1.0)), saturation=float(rng.uniform(0.45, 0.9)),
+                      value=float(rng.uniform(0.6, 0.95)), dark=float(rng.uniform(0.35, 0.55)),
+                      period=float(rng.uniform(5.0, 9.0)), angle=float(rng.uniform(0.0, np.pi)))
+
+
+def jitter_appearance(look: Appearance, rng: np.random.Generator) -> Appearance:
+    """A same-category instance of ``look``: same family, nearly the same colour and pattern."""
+    return replace(look, hue=(look.hue + float(rng.uniform(-0.02, 0.02))) % 1.0,
+                   saturation=float(np.clip(look.saturation + rng.uniform(-0.04, 0.04), 0.0, 1.0)),
+                   value=float(np.clip(look.value + rng.uniform(-0.04, 0.04), 0.0, 1.0)),
+                   period=look.period * float(rng.uniform(0.95, 1.05)),
+                   angle=look.angle + float(rng.uniform(-0.15, 0.15)))
+
+
 def _rgb(hue: float, sat: float, val: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(hue % 1.0, sat, val), dtype=np.float32)
 
@@ -33,24 +69,24 @@ def _grid(height: int, width: int, angle: float) -> tuple[np.ndarray, np.ndarray
     return xx * c + yy * s, -xx * s + yy * c
 
 
-def render_appearance(family: str, hue: float, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def render_appearance(look: Appearance, height: int, width: int) -> np.ndarray:
     """A full-frame texture (HxWx3 float32 in [0, 1]); the caller keeps the object's pixels."""
-    base = _rgb(hue + rng.uniform(-0.03, 0.03), rng.uniform(0.55, 0.9), rng.uniform(0.65, 0.95))
-    dark = base * rng.uniform(0.35, 0.55)
-    u, v = _grid(height, width, rng.uniform(0, np.pi))
-    period = rng.uniform(5.0, 9.0)
-    if family == "stripes":
+    base = _rgb(look.hue, look.saturation, look.value)
+    dark = base * look.dark
+    u, v = _grid(height, width, look.angle)
+    period = look.period
+    if look.family == "stripes":
         weight = (np.sin(2 * np.pi * u / period) > 0).astype(np.float32)
-    elif family == "dots":
+    elif look.family == "dots":
         weight = 1.0 - (((u % period) - period / 2) ** 2 + ((v % period) - period / 2) ** 2
                         < (period / 3.2) ** 2).astype(np.float32)
-    elif family == "checker":
+    elif look.family == "checker":
         weight = ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
-    elif family == "gradient":
+    elif look.family == "gradient":
         span = max(height, width)
         weight = np.clip((u - u.min()) / span, 0.0, 1.0)
     else:
-        raise ValueError(f"unknown appearance family {family!r}; known: {', '.join(APPEARANCE_FAMILIES)}")
+        raise ValueError(f"unknown appearance family {look.family!r}; known: {', '.join(APPEARANCE_FAMILIES)}")
     return dark + (base - dark) * weight[..., None]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -22,11 +23,35 @@ def file_md5(path: Path, chunk: int = 1 << 20) -> str:
 
 def dir_md5(root: str | Path) -> str:
     """The ``md5`` DVC records for a tracked directory (``<hex>.dir``)."""
+    return dir_summary(root)["md5"]
+
+
+def dir_summary(root: str | Path) -> dict[str, str | int]:
+    """``md5``, ``size`` (bytes of all files) and ``nfiles`` of a directory, as DVC records them."""
     root = Path(root)
-    entries = [{"md5": file_md5(p), "relpath": p.relative_to(root).as_posix()}
-               for p in root.rglob("*") if p.is_file()]
-    entries.sort(key=lambda e: e["relpath"])
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+    files = [p for p in root.rglob("*") if p.is_file()]
+    entries = sorted(({"md5": file_md5(p), "relpath": p.relative_to(root).as_posix()} for p in files),
+                     key=lambda e: e["relpath"])
+    digest = hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+    return {"md5": digest, "size": sum(p.stat().st_size for p in files), "nfiles": len(files)}
+
+
+def record_tracked(dvc_file: str | Path, root: str | Path | None = None) -> dict[str, str | int]:
+    """Rewrite the ``md5``/``size``/``nfiles`` of a one-output ``.dvc`` file from ``root`` (default:
+    the output it tracks), keeping its comments and other lines, e.g. after a generator change.
+    What ``dvc commit`` would write, without a DVC cache; returns the new values."""
+    dvc_file = Path(dvc_file)
+    path, _ = tracked_md5(dvc_file)
+    summary = dir_summary(root if root is not None else dvc_file.parent / path)
+    text = dvc_file.read_text(encoding="utf-8")
+    for key, value in summary.items():
+        text, n = re.subn(rf"^([ \t]*-?[ \t]*{key}:)[ \t]*\S+[ \t]*$", rf"\g<1> {value}", text, count=1, flags=re.M)
+        if n == 0:
+            raise InputError(f"no `{key}:` line to update", dvc_file)
+    dvc_file.write_text(text, encoding="utf-8")
+    if tracked_md5(dvc_file) != (path, summary["md5"]):
+        raise InputError("rewritten file does not record the new md5", dvc_file)
+    return summary
 
 
 def tracked_md5(dvc_file: str | Path) -> tuple[str, str]:

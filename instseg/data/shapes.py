@@ -1,7 +1,10 @@
 """Shape families of the OccludedShapes benchmark, rasterised as amodal masks.
 
-Four of the six families are non-convex (ring, crescent, star, cross): an occluder lying across
-them can split the visible part into disjoint pieces, the case BCNet's bilayer head targets.
+A category *is* its shape: ten families with ten distinct outlines, grouped by structure so that
+both halves of the A/B split hold every kind of structure a mask head can learn from — convex
+outlines (disc, triangle, square), annular bands (ring, C-shape), arms (five- and four-pointed
+stars, cross) and notches (chevron, crescent). Seven families are non-convex: an occluder lying
+across them can split the visible part into disjoint pieces, the case BCNet's bilayer head targets.
 Outlines are polygons filled by OpenCV with sub-pixel vertices, so rendering is fast and
 bit-for-bit repeatable for a pinned OpenCV.
 """
@@ -13,8 +16,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-SHAPE_FAMILIES: tuple[str, ...] = ("disc", "ring", "crescent", "star", "cross", "triangle")
-NON_CONVEX: frozenset[str] = frozenset({"ring", "crescent", "star", "cross"})
+SHAPE_FAMILIES: tuple[str, ...] = ("disc", "ring", "crescent", "star", "cross", "triangle",
+                                   "square", "c_shape", "chevron", "four_point_star")
+NON_CONVEX: frozenset[str] = frozenset({"ring", "crescent", "star", "cross", "c_shape", "chevron", "four_point_star"})
+# family -> structure (the COCO ``supercategory``): what a shape shares with families of the other half
+STRUCTURE: dict[str, str] = {
+    "disc": "convex", "triangle": "convex", "square": "convex",
+    "ring": "annular", "c_shape": "annular",
+    "star": "armed", "cross": "armed", "four_point_star": "armed",
+    "chevron": "notched", "crescent": "notched",
+}
 
 _SHIFT = 4  # OpenCV fixed-point bits for sub-pixel polygon vertices
 
@@ -53,6 +64,23 @@ def _triangle() -> np.ndarray:
     return np.stack([np.cos(t), np.sin(t)], axis=1)
 
 
+def _square(half: float = 0.8) -> np.ndarray:
+    return np.array([[-half, -half], [half, -half], [half, half], [-half, half]], dtype=np.float64)
+
+
+def _c_shape(inner: float = 0.55, gap: float = np.pi / 2.2, n: int = 40) -> np.ndarray:
+    """An annulus with a wedge of ``gap`` radians cut out, as one polygon (outer arc, inner arc back)."""
+    t = np.linspace(gap / 2, 2 * np.pi - gap / 2, n)
+    outer = np.stack([np.cos(t), np.sin(t)], axis=1)
+    return np.concatenate([outer, inner * outer[::-1]])
+
+
+def _chevron(width: float = 0.55) -> np.ndarray:
+    """An arrowhead '>' with two arms ``width`` thick (measured along x)."""
+    return np.array([[-0.9, -1.0], [-0.9 + width, -1.0], [0.9, 0.0], [-0.9 + width, 1.0], [-0.9, 1.0],
+                     [0.9 - width * 1.9, 0.0]], dtype=np.float64)
+
+
 # family -> (filled outlines, holes cut out afterwards), in unit local coordinates
 _OUTLINES: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
     "disc": ([_circle()], []),
@@ -61,6 +89,10 @@ _OUTLINES: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
     "star": ([_star()], []),
     "cross": ([_cross()], []),
     "triangle": ([_triangle()], []),
+    "square": ([_square()], []),
+    "c_shape": ([_c_shape()], []),
+    "chevron": ([_chevron()], []),
+    "four_point_star": ([_star(points=4, inner=0.36)], []),
 }
 
 

@@ -1,9 +1,10 @@
 """Category splits for partially supervised and few-shot segmentation, as data.
 
 * COCO: the 20 PASCAL-VOC classes ("voc", raw COCO category ids) and the other 60 ("nonvoc").
-* OccludedShapes: the ``split`` field of its categories ("A" / "B"); each half holds ring, star,
-  cross and disc shapes and all four appearance families, so shape and appearance commonalities
-  cross the split (see ``instseg.data.occluded_shapes.CATEGORIES``).
+* OccludedShapes: the ``split`` field of its categories ("A" / "B"); each half holds convex,
+  annular, armed and notched outlines (the ``supercategory``), so structural commonalities cross
+  the split while every category has its own outline, and colour and texture are drawn per image
+  for every category alike (see ``instseg.data.occluded_shapes.CATEGORIES``).
 
 Few-shot sampling (:func:`few_shot_annotation_ids`) is deterministic: per category, the
 non-crowd annotation ids sorted, shuffled by a generator seeded with (seed, category id), and the

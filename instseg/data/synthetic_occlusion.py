@@ -18,14 +18,15 @@ from instseg.data.occluded_shapes import BenchmarkConfig, build_benchmark
 
 
 def heavy_occlusion_config(base: BenchmarkConfig, images: int, seed: int, **overrides: Any) -> BenchmarkConfig:
-    """``base`` with ``images`` training images only, its own ``seed``, every placement overlapping,
+    """``base`` with ``images`` training images only, its own ``seed``, every image crowded and every placement overlapping,
     more same-category overlaps and more objects per image; ``overrides`` replace any field (e.g.
     the base's own overlap settings, for a control set of ordinary images)."""
     unknown = set(overrides) - set(BenchmarkConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown benchmark parameters: {sorted(unknown)}")
     most = base.objects_per_image[1]
-    heavy: dict[str, Any] = {"overlap_rate": 1.0, "same_category_overlap_rate": 0.6, "objects_per_image": (most, most + 2)}
+    heavy: dict[str, Any] = {"crowded_rate": 1.0, "overlap_rate": 1.0, "same_category_overlap_rate": 0.6,
+                             "objects_per_image": (most, most + 2)}
     heavy.update({k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
     return replace(base, split_sizes={"train": images, "val": 0, "test": 0}, seed=seed, **heavy)
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 PACKAGES = ("instseg", "torch", "torchvision", "numpy", "pycocotools", "faster-coco-eval", "scikit-image",
-            "opencv-python-headless", "pillow", "pandas", "matplotlib", "papermill", "dvc")
+            "scikit-learn", "opencv-python-headless", "pillow", "pandas", "matplotlib", "papermill", "dvc")
 
 
 def repo_root(start: str | Path | None = None) -> Path:
