@@ -15,6 +15,12 @@ on the latency images. ``ratios[head]["step_flops"]`` and the top-level ``explan
 the FLOP-proportional throughput ratio with the measured one. FLOPs count convolutions and
 matmuls (FlopCounterMode's formulas); elementwise ops, softmax, norms and RoIAlign count zero.
 
+Heads with extra maps (BCNet's occluder mask and contours) compute them at inference only when
+asked; ``maps`` records, per such head, its predict time without and with them, interleaved in
+one process: the head alone on ``--maps-rois`` ROIs (what the frozen-detector ablation's
+evaluation runs per chunk) and the detector end to end (its mask branch asked or not, which also
+skips pasting the maps), with ``*_ratio`` = without / with.
+
 Usage: python benchmarks/bench_heads.py [--scale cpu] [--detector frcnn] [--heads maskrcnn,bcnet]
 """
 
@@ -34,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from instseg.config import load_params, scale_params
 from instseg.data.dataset import CocoInstanceDataset, collate_fn
 from instseg.engine.runs import run_spec
-from instseg.models.mask_heads import count_parameters
+from instseg.models.mask_heads import count_parameters, run_head
 
 
 def _head(model: torch.nn.Module) -> torch.nn.Module:
@@ -162,6 +168,44 @@ def _latency(model, images, device) -> tuple[float, float]:
     return (time.perf_counter() - start) / len(images), detections / len(images)
 
 
+def _branch(model: torch.nn.Module) -> torch.nn.Module:
+    return model.roi_heads.mask_branch if hasattr(model, "roi_heads") else model.mask_branch
+
+
+@torch.no_grad()
+def _maps_cost(model, images, device, feature_shape, rois: int, repeats: int, head_calls: int = 5) -> dict:
+    """Median predict seconds of a head with ``optional_maps`` without / with its maps, A B A B
+    interleaved: the head alone (``head_calls`` forwards on ``rois`` random ROIs) and the detector
+    end to end on ``images``. Empty for heads without extra maps."""
+    head, branch = _head(model), _branch(model)
+    if not getattr(head, "optional_maps", ()):
+        return {}
+    model.eval()
+    torch.manual_seed(0)
+    x = torch.randn(rois, *feature_shape, device=device)
+    times: dict[str, dict[bool, list[float]]] = {"head": {False: [], True: []}, "latency": {False: [], True: []}}
+    saved = branch.return_maps
+    try:
+        for _ in range(repeats):
+            for maps in (False, True):
+                start = time.perf_counter()
+                for _ in range(head_calls):
+                    run_head(head, x, return_maps=maps)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times["head"][maps].append((time.perf_counter() - start) / head_calls)
+                branch.return_maps = maps
+                times["latency"][maps].append(_latency(model, images, device)[0])
+    finally:
+        branch.return_maps = saved
+    out: dict = {"maps_rois": rois, "maps_repeats": repeats}
+    for kind in ("head", "latency"):
+        without, with_maps = (statistics.median(times[kind][m]) for m in (False, True))
+        out[f"{kind}_s_without_maps"], out[f"{kind}_s_with_maps"] = without, with_maps
+        out[f"{kind}_ratio"] = without / with_maps
+    return out
+
+
 def _peak_memory(model, optimizer, batch, device) -> float:
     """MB: CUDA max allocated, or the CPU profiler's largest positive allocation total of one step."""
     if device.type == "cuda":
@@ -210,6 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--infer-images", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--maps-rois", type=int, default=128, help="ROIs per head forward in the maps timing")
+    parser.add_argument("--maps-repeats", type=int, default=5)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -250,9 +296,12 @@ def main(argv: list[str] | None = None) -> dict:
         r.update(_head_flops(_head(model), r["head_rois"], r["head_feature_shape"], device))
         r["head_share_of_step"] = r["head_gflops"] / r["step_gflops"]
         r.update(_infer_flops(model, images, device))
+    maps = {name: cost for name in heads
+            if (cost := _maps_cost(models[name], images, device, results[name]["head_feature_shape"], args.maps_rois,
+                                   args.maps_repeats))}
     base = results[heads[0]]
     summary = {"device": str(device), "scale": args.scale, "detector": args.detector, "batch_size": batch_size,
-               "heads": results, "ratios": {}}
+               "heads": results, "ratios": {}, "maps": maps}
     print(f"{'head':<12}{'train it/s':>12}{'latency ms':>12}{'params M':>10}{'head M':>9}{'peak MB':>9}")
     for name in heads:
         r = results[name]
@@ -277,6 +326,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"{k} {v:.3f}" for k, v in r["head_breakdown_gflops"].items()))
     summary["explanation"] = _explanation(heads, results, summary["ratios"])
     print(summary["explanation"])
+    for name, cost in maps.items():
+        print(f"{name} predict without / with its extra maps (same process, interleaved, medians of "
+              f"{cost['maps_repeats']}): head alone on {cost['maps_rois']} ROIs "
+              f"{1000 * cost['head_s_without_maps']:.2f} / {1000 * cost['head_s_with_maps']:.2f} ms = "
+              f"{cost['head_ratio']:.2f}x; end to end "
+              f"{1000 * cost['latency_s_without_maps']:.1f} / {1000 * cost['latency_s_with_maps']:.1f} ms per image "
+              f"= {cost['latency_ratio']:.2f}x")
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2))
     return summary

@@ -230,6 +230,29 @@ def test_occluded_shapes_targets_are_consistent(smoke_dir: Path) -> None:
         torch.testing.assert_close(t["occlusion_ratio"], 1 - visible / amodal, atol=1e-6, rtol=0)
 
 
+def test_occluder_targets_of_occluded_shapes_come_from_annotated_occluders(smoke_dir: Path) -> None:
+    """The dataset's amodal masks reach the depth rule on the training call path, so every pixel of
+    an occluder target belongs to an object the benchmark lists in ``occluder_ids`` (the box-region
+    fallback would also take closer objects that merely lie in the box)."""
+    from instseg.experiments.head_ablation import roi_targets
+    from instseg.models.mask_heads.targets import project_masks_on_boxes
+
+    ds = CocoInstanceDataset(smoke_dir / "annotations" / "val.json", smoke_dir / "images")
+    checked = 0
+    for index in range(len(ds)):
+        _, t = ds[index]
+        n = len(t["boxes"])
+        if n == 0:
+            continue
+        rois, matched = t["boxes"], torch.arange(n)
+        occluder = roi_targets(t, rois, matched, "auto", amodal=False)["occluder_mask"]
+        annotated = (t["occluded_by"].float() @ t["masks"].reshape(n, -1).float()).reshape(t["masks"].shape) > 0
+        allowed = project_masks_on_boxes(annotated[:, None], rois, matched, 28)[:, 0] > 0
+        assert not (occluder & ~allowed).any(), f"image {t['image_id']}: an occluder outside occluder_ids"
+        checked += int(occluder.any(dim=(1, 2)).sum())
+    assert checked > 0, "some instance of the smoke val split has an occluder"
+
+
 def test_box_and_area_come_from_the_mask_when_absent(image_dir: Path) -> None:
     gt = read_json(COCO)
     del gt["annotations"][1]["bbox"], gt["annotations"][1]["area"]

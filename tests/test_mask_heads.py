@@ -1,4 +1,5 @@
-"""Mask heads: shapes for every switch, parameter counts, loss values, gradient routing, R = 0."""
+"""Mask heads: shapes for every switch, parameter counts, loss values, gradient routing, R = 0, the
+one registry (detector-derived inputs at build time), and extra maps only when asked."""
 
 from __future__ import annotations
 
@@ -10,17 +11,25 @@ import torch
 from torch import nn
 
 from instseg.layers import NonLocalBlock
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+
 from instseg.models.mask_heads import (
     MASK_HEADS,
     REFERENCE_LOSS_WEIGHTS,
     BilayerMaskHead,
     FCNMaskHead,
+    OcclusionRCNNHead,
+    WeightTransferMaskHead,
     bilayer_mask_loss,
+    box_predictor_embeddings,
     build_mask_head,
     count_parameters,
+    detector_input_names,
+    head_hyperparameters,
     mask_head_loss,
     mask_probabilities,
     output_probabilities,
+    run_head,
 )
 
 C = 8
@@ -36,6 +45,25 @@ def _rois(r: int = 3, c: int = C, seed: int = 0) -> torch.Tensor:
 def _targets(outputs: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {k: torch.randint(0, 2, v[:, 0].shape, generator=g).float() for k, v in outputs.items()}
+
+
+class _ToyDetector(nn.Module):
+    """What a head reads from a frozen Faster R-CNN: ``roi_heads.box_predictor`` (3 labels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.roi_heads = nn.Module()
+        self.roi_heads.box_predictor = FastRCNNPredictor(6, num_classes=3)
+
+
+def _build(name: str, **kwargs) -> nn.Module:  # noqa: ANN003 - head hyperparameters
+    """Every registered head, the detector-derived ones from a toy detector."""
+    detector = _ToyDetector() if detector_input_names(name) else None
+    return build_mask_head(name, in_channels=C, conv_channels=C, detector=detector, **kwargs)
+
+
+def _labels(r: int) -> torch.Tensor:
+    return torch.arange(r) % 3
 
 
 @pytest.mark.parametrize("block", ["gcn", "fcn"])
@@ -54,10 +82,17 @@ def test_bilayer_outputs_for_every_switch(block: str, switches: tuple[bool, ...]
     assert n_nonlocal == (0 if block == "fcn" else 1 + has_occluder)
 
 
+def test_one_registry_holds_every_head() -> None:
+    assert sorted(MASK_HEADS) == ["bcnet", "bilayer_fcn", "cpmask", "fcn", "gcn", "maskx", "orcnn"]
+    from instseg.experiments import head_ablation as ha
+
+    assert ha.HEADS is MASK_HEADS  # the ablation's name for it, not a second registry
+
+
 @pytest.mark.parametrize("name", sorted(MASK_HEADS))
 def test_registry_builds_every_head(name: str) -> None:
-    head = build_mask_head(name, in_channels=C, conv_channels=C)
-    outputs = head(_rois(2))
+    head = _build(name)
+    outputs = head(_rois(2), _labels(2))
     assert outputs["mask"].shape == (2, 1, 28, 28)
     assert set(head.loss(outputs, _targets(outputs))) == {f"loss_{k}" for k in outputs}
 
@@ -66,7 +101,39 @@ def test_registry_rejects_unknown_name_and_passes_kwargs() -> None:
     with pytest.raises(ValueError, match="bcnet"):
         build_mask_head("mask2former", in_channels=C)
     head = build_mask_head("bcnet", in_channels=C, conv_channels=C, occluder_contour=False)
-    assert set(head(_rois(1))) == {"mask", "boundary", "occluder_mask"}
+    assert set(head.train()(_rois(1))) == {"mask", "boundary", "occluder_mask"}
+
+
+def test_detector_derived_inputs_come_from_the_detector_at_build_time() -> None:
+    detector = _ToyDetector()
+    head = build_mask_head("maskx", in_channels=C, conv_channels=C, detector=detector)
+    assert isinstance(head, WeightTransferMaskHead)
+    assert torch.equal(head.class_embeddings, box_predictor_embeddings(detector.roi_heads.box_predictor))
+    torch.manual_seed(0)
+    same = WeightTransferMaskHead.from_detector(detector, C, conv_channels=C)
+    assert torch.equal(same.class_embeddings, head.class_embeddings)
+    with pytest.raises(ValueError, match="pass detector="):
+        build_mask_head("maskx", in_channels=C, conv_channels=C)
+    with pytest.raises(ValueError, match="both"):
+        build_mask_head("maskx", in_channels=C, detector=detector, class_embeddings=head.class_embeddings)
+    with pytest.raises(ValueError, match="FCOS"):
+        build_mask_head("maskx", in_channels=C, detector=nn.Linear(2, 2))
+    assert detector_input_names("fcn") == () and detector_input_names("maskx") == ("class_embeddings",)
+    # heads that read nothing from the detector ignore it
+    assert isinstance(build_mask_head("fcn", in_channels=C, conv_channels=C, detector=detector), FCNMaskHead)
+
+
+def test_hyperparameters_are_plain_with_defaults_and_without_detector_inputs() -> None:
+    assert head_hyperparameters("maskx") == {"conv_channels": 256, "num_convs": 4, "hidden": None}
+    bcnet = head_hyperparameters("bcnet", {"guidance": False})
+    assert bcnet["block"] == "gcn" and bcnet["guidance"] is False and bcnet["occluder_mask"] is True
+    assert head_hyperparameters("gcn")["nonlocal_after"] == 2
+    with pytest.raises(ValueError, match="derived from the frozen detector"):
+        head_hyperparameters("maskx", {"class_embeddings": torch.zeros(3, 4)})
+    with pytest.raises(ValueError, match="not a plain value"):
+        head_hyperparameters("fcn", {"num_classes": torch.tensor(3)})
+    with pytest.raises(TypeError):
+        head_hyperparameters("fcn", {"no_such_switch": 1})
 
 
 def test_fcn_head_channels_and_class_selection() -> None:
@@ -193,7 +260,7 @@ def test_baseline_without_occluder_targets_or_guidance_has_no_occluder_branch() 
 
 @pytest.mark.parametrize("name", sorted(MASK_HEADS))
 def test_zero_rois_give_zero_loss_connected_to_parameters(name: str) -> None:
-    head = build_mask_head(name, in_channels=C, conv_channels=C).train()
+    head = _build(name).train()
     outputs = head(torch.zeros(0, C, 14, 14), torch.zeros(0, dtype=torch.long))
     assert all(v.shape == ((0, 196, 196) if k == "affinity" else (0, 1, 28, 28)) for k, v in outputs.items())
     losses = head.loss(outputs, {k: torch.zeros(0, 28, 28) for k in outputs})
@@ -207,10 +274,46 @@ def test_zero_rois_give_zero_loss_connected_to_parameters(name: str) -> None:
 def test_probabilities_are_sigmoids_of_the_logits() -> None:
     head = BilayerMaskHead(C, C).eval()
     with torch.no_grad():
-        outputs = head(_rois(2))
+        outputs = head(_rois(2), return_maps=True)
     probs = mask_probabilities(outputs)
     assert probs.shape == (2, 1, 28, 28)
     torch.testing.assert_close(probs, outputs["mask"].sigmoid())
     extra = output_probabilities(outputs)
     assert set(extra) == set(outputs)
     assert all(((p >= 0) & (p <= 1)).all() for p in extra.values())
+
+
+@pytest.mark.parametrize("flags", [{}, {"guidance": False}, {"occludee_contour": False, "occluder_contour": False},
+                                   {"block": "fcn"}])
+def test_bilayer_inference_without_maps_is_the_with_maps_occludee_mask(flags: dict) -> None:
+    """Extra maps are computed at inference only when asked; the occludee mask is the same."""
+    torch.manual_seed(0)
+    head = BilayerMaskHead(C, C, **flags).eval()
+    x = _rois(5)
+    with torch.no_grad():
+        plain = head(x)
+        full = head(x, return_maps=True)
+    assert set(plain) == {"mask"} and set(full) == set(head.predictors)
+    torch.testing.assert_close(plain["mask"], full["mask"], rtol=0, atol=0)
+    assert set(head.train()(x)) == set(full)  # training always computes what the losses need
+    assert set(run_head(head.eval(), x, return_maps=True)) == set(full)
+
+
+def test_inference_without_maps_skips_the_unused_occluder_branch() -> None:
+    """Without guidance the occludee mask never reads the occluder tower: it is not run."""
+    head = BilayerMaskHead(C, C, guidance=False).eval()
+    calls = []
+    head.occluder.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        head(_rois(2))
+    assert not calls
+    with torch.no_grad():
+        head(_rois(2), return_maps=True)
+    assert calls
+
+
+def test_run_head_asks_only_heads_with_optional_maps() -> None:
+    fcn = FCNMaskHead(C, C).eval()
+    assert set(run_head(fcn, _rois(2), return_maps=True)) == {"mask"}  # FCN takes no return_maps
+    assert OcclusionRCNNHead.optional_maps == ("visible_mask", "invisible_mask")
+    assert BilayerMaskHead.optional_maps == ("boundary", "occluder_mask", "occluder_boundary")

@@ -129,13 +129,27 @@ def test_training_on_base_classes_moves_the_predictor_of_an_unseen_class() -> No
     assert novel_loss() < 0.8 * before
 
 
-def test_config_key_tells_tensor_arguments_apart_by_content() -> None:
-    a = torch.zeros(50, 50)
-    b = a.clone()
-    b[25, 25] = 1  # the same torch repr (elided middle), other content
-    assert repr(a) == repr(b)
-    key = lambda t: ha.config_key(ha.HeadVariant("x", "maskx", {"class_embeddings": t}, "none"))  # noqa: E731
-    assert key(a) != key(b) and key(a) == key(a.clone())
+def test_class_embeddings_are_build_inputs_not_hyperparameters() -> None:
+    """The config key is the head's name and plain hyperparameters: the embeddings come from the
+    run's detector when the head is built, so they neither enter nor split the key."""
+    torch.manual_seed(0)
+    detectors = [nn.Module(), nn.Module()]
+    for detector in detectors:
+        detector.roi_heads = nn.Module()
+        detector.roi_heads.box_predictor = FastRCNNPredictor(6, num_classes=3)
+    plain = ha.HeadVariant("x", "maskx", {"hidden": 8}, "none")
+    a, b = (plain.for_detector(d) for d in detectors)
+    assert not torch.equal(a.inputs["class_embeddings"], b.inputs["class_embeddings"])
+    assert ha.config_key(a) == ha.config_key(b) == ha.config_key(plain) == (
+        "maskx", (("hidden", "8"), ("num_convs", "4")), "none", False, None)
+    assert a == b and "class_embeddings" not in repr(a)
+    with pytest.raises(ValueError, match="derived from the frozen detector"):
+        ha.HeadVariant("y", "maskx", {"class_embeddings": torch.zeros(3, 30)}, "none")
+    head = ha.build_head(plain, 4, 8, detector=detectors[1])
+    assert torch.equal(head.class_embeddings, b.inputs["class_embeddings"])
+    assert torch.equal(ha.build_head(a, 4, 8).class_embeddings, a.inputs["class_embeddings"])
+    with pytest.raises(ValueError, match="pass detector="):
+        ha.build_head(plain, 4, 8)
 
 
 def test_weight_transfer_rows_on_the_frozen_detector(smoke_frozen: dict) -> None:
@@ -145,8 +159,11 @@ def test_weight_transfer_rows_on_the_frozen_detector(smoke_frozen: dict) -> None
     emb = box_predictor_embeddings(detector.roi_heads.box_predictor)
     assert emb.shape == (11, 5 * 1024)  # 10 categories and the background; torchvision's box head is 1024 wide
     dirs = ps.directions(smoke_frozen["train"].categories, ("A", "B"))
-    variants = [v for v in ps.partial_variants(dirs, class_embeddings=emb) if v.head == "maskx"]
+    variants = [v for v in ps.partial_variants(dirs, detector=detector) if v.head == "maskx"]
     assert [v.name for v in variants] == ["maskx_A", "maskx_B"]
+    assert all(torch.equal(v.inputs["class_embeddings"], emb) and not v.head_kwargs for v in variants)
+    given = [v for v in ps.partial_variants(dirs, class_embeddings=emb) if v.head == "maskx"]
+    assert given == variants and torch.equal(given[0].inputs["class_embeddings"], emb)
     assert [v.name for v in ps.partial_variants(dirs)] == ["fcn_A", "cpmask_A", "fcn_B", "cpmask_B", "fcn_oracle",
                                                           "cpmask_oracle"]
     cfg = ha.AblationConfig(iters=3, batch_rois=8, channels=16, jitter_per_gt=1, bins=None)
@@ -181,7 +198,9 @@ def test_labels_follow_the_rois_into_the_head_in_training(smoke_frozen: dict, mo
 
     emb = box_predictor_embeddings(smoke_frozen["detector"].roi_heads.box_predictor)
     monkeypatch.setitem(ha.HEADS, "maskx", Recording)
-    ha.train_head(ha.HeadVariant("x", "maskx", {"class_embeddings": emb}, "none"), cache, 4, 8, 1e-3, 0, 16)
+    ha.train_head(ha.HeadVariant("x", "maskx", occluder_rule="none").for_detector(smoke_frozen["detector"]), cache,
+                  4, 8, 1e-3, 0, 16)
+    assert torch.equal(emb, box_predictor_embeddings(smoke_frozen["detector"].roi_heads.box_predictor))
     assert len(seen) == 4
     sampler_rois = [ha.InfiniteBatchSampler(len(cache), 8, ha.derive_seed(0, 1)).global_batch(i) for i in range(4)]
     for labels, rois in zip(seen, sampler_rois):

@@ -123,6 +123,106 @@ def test_depth_occluders_with_boxes_instead_of_amodal() -> None:
     assert not occluder_masks_depth(visible, depth.flip(0), boxes=boxes)[0].any()
 
 
+# ----- the depth rule on the training call paths: amodal masks reach it
+
+def depth_target(with_amodal: bool = True) -> dict[str, torch.Tensor]:
+    """depth_scene as a dataset target (uint8 masks, xyxy visible and amodal boxes). A's visible box
+    is x[0,4) y[0,6): C's visible x[0,3) y[4,6) hides part of A inside it; D (in front) lies inside
+    it too, without touching A's amodal mask."""
+    visible, amodal, depth = depth_scene()
+    target = {"masks": visible.to(torch.uint8), "boxes": mask_boxes(visible), "labels": torch.ones(4, dtype=torch.long),
+              "depth": depth}
+    if with_amodal:
+        target |= {"amodal_masks": amodal.to(torch.uint8), "amodal_boxes": mask_boxes(amodal)}
+    return target
+
+
+C_IN_A, D = rect(10, 10, 0, 3, 4, 6), rect(10, 10, 0, 2, 0, 2)  # C's visible part inside A's visible box; D
+
+
+def _projected(mask: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    from instseg.models.mask_heads.targets import project_masks_on_boxes
+
+    return project_masks_on_boxes(mask[None, None].float(), box[None], torch.tensor([0]), 28)[0, 0] >= 0.5
+
+
+def test_cached_roi_targets_pass_amodal_masks_to_the_depth_rule() -> None:
+    """The frozen-detector cache's target builder (``roi_targets``): with the target's amodal masks
+    D is no occluder of A; only data without them falls back to the box region (D counts)."""
+    from instseg.experiments.head_ablation import roi_targets
+
+    target = depth_target()
+    a_box = target["boxes"][:1]
+    assert torch.equal(a_box[0], torch.tensor([0.0, 0, 4, 6]))
+    exact = roi_targets(target, a_box, torch.tensor([0]), "auto", amodal=False)["occluder_mask"][0]
+    assert torch.equal(exact, _projected(C_IN_A, a_box[0])), "C only: B is outside the box, D does not touch A"
+    approx = roi_targets(depth_target(with_amodal=False), a_box, torch.tensor([0]), "auto", amodal=False)
+    assert torch.equal(approx["occluder_mask"][0], _projected(C_IN_A | D, a_box[0]))
+    # amodal training: ROIs on A's amodal box x[0,6) y[0,6) keep B's and C's visible parts, not D's
+    a_amodal_box = target["amodal_boxes"][0]
+    amodal = roi_targets(target, a_amodal_box[None], torch.tensor([0]), "depth", amodal=True)["occluder_mask"][0]
+    assert torch.equal(amodal, _projected(rect(10, 10, 4, 6, 0, 6) | rect(10, 10, 0, 3, 4, 6), a_amodal_box))
+
+
+class _SpyHead(torch.nn.Module):
+    """A mask head that records the targets its loss gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 1, 1)
+        self.seen: list[dict[str, torch.Tensor]] = []
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return {"mask": torch.nn.functional.interpolate(self.conv(features), size=28)}
+
+    def loss(self, outputs: dict, targets: dict) -> dict[str, torch.Tensor]:
+        self.seen.append(dict(targets))
+        return {"loss_mask": outputs["mask"].sum() * 0}
+
+
+def test_mask_branch_passes_amodal_masks_to_the_depth_rule() -> None:
+    """End-to-end training's target builder (``RoIMaskBranch.losses``): same answer as the cache."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from instseg.models.mask_branch import RoIMaskBranch
+
+    head = _SpyHead()
+    branch = RoIMaskBranch(head, MultiScaleRoIAlign(["0"], 14, 2), occluder_rule="auto")
+    features = {"0": torch.randn(1, 8, 10, 10)}
+    for with_amodal, expected in ((True, C_IN_A), (False, C_IN_A | D)):
+        target = depth_target(with_amodal)
+        branch.losses(features, [(10, 10)], [target["boxes"][:1]], [torch.tensor([0])], [target])
+        occluder = head.seen[-1]["occluder_mask"][0].bool()
+        assert torch.equal(occluder, _projected(expected, target["boxes"][0]))
+
+
+def test_detector_transform_resizes_amodal_masks_like_masks() -> None:
+    """torchvision resizes only "masks": the detectors' transform must resize the amodal masks
+    (and boxes) the same way, or the depth rule would read them in another frame."""
+    from instseg.models.detectors import build_detector
+
+    model = build_detector("frcnn", 2, "fcn", {"conv_channels": 8}, fpn_channels=16, min_size=64, max_size=100)
+    model.train()
+    masks = (torch.rand(3, 37, 50, generator=torch.Generator().manual_seed(0)) > 0.6).to(torch.uint8)
+    boxes = torch.tensor([[1.0, 2, 30, 20], [5, 5, 45, 35], [0, 0, 50, 37]])
+    target = {"boxes": boxes, "labels": torch.ones(3, dtype=torch.long), "masks": masks, "amodal_masks": masks.clone(),
+              "amodal_boxes": boxes.clone()}
+    _, (resized,) = model.transform([torch.rand(3, 37, 50)], [target])
+    assert resized["masks"].shape == (3, 64, 86)
+    assert torch.equal(resized["amodal_masks"], resized["masks"]) and resized["amodal_masks"].dtype == torch.uint8
+    torch.testing.assert_close(resized["amodal_boxes"], resized["boxes"])
+    assert target["amodal_masks"].shape == (3, 37, 50), "the caller's target is not modified"
+    none = torch.zeros(0, 37, 50, dtype=torch.uint8)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "masks": none, "amodal_masks": none}
+    _, (resized,) = model.transform([torch.rand(3, 37, 50)], [empty])
+    assert resized["amodal_masks"].shape == (0, 64, 86)
+    # and a training step reaches the depth rule with both in one frame
+    model.roi_heads.mask_branch.occluder_rule = "depth"
+    target |= {"depth": torch.tensor([0, 1, 2])}
+    losses = model([torch.rand(3, 37, 50)], [target])
+    assert torch.isfinite(sum(losses.values()))
+
+
 # ----- boundaries
 
 def skimage_band(mask: np.ndarray, width: int) -> np.ndarray:

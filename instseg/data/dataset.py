@@ -22,8 +22,10 @@ depth               int64 (N,)           ``depth``, larger = closer to the camer
 occluded_by         bool (N, N)          [i, j]: annotation j is in i's ``occluder_ids``
 ==================  ===================  ====================================================
 
-An occlusion key is present when *every* annotation of the file has its source field (so all
-targets of one dataset have the same keys and batch together); a field that only some
+``amodal_masks`` and ``depth`` are what the depth occluder rule reads (exact occluders; the
+detectors' transform resizes ``amodal_masks`` and ``amodal_boxes`` with the image, as torchvision
+does ``masks``). An occlusion key is present when *every* annotation of the file has its source
+field (so all targets of one dataset have the same keys and batch together); a field that only some
 annotations have is ignored with a warning. ``occluded_by`` only links annotations that are in
 the same target (crowd or skipped annotations drop out).
 

@@ -118,8 +118,15 @@ def occluder_masks_depth(masks: Tensor, depth: Tensor, amodal_masks: Tensor | No
 
     For each i, instance j (j != i) is an occluder when ``depth[j] > depth[i]`` (larger = closer)
     and j's visible mask shares at least one pixel with i's *region*: i's amodal mask when
-    ``amodal_masks`` is given (j really hides part of i), else i's box. The target is the union
-    of the occluders' visible masks, restricted to i's box.
+    ``amodal_masks`` is given, else i's box. The target is the union of the occluders' visible
+    masks, restricted to i's box.
+
+    Exact only with ``amodal_masks``: a visible pixel of j on i's amodal mask is a pixel where j
+    hides i, so the occluders are exactly the objects that hide part of i. Without them (data with
+    a depth order but no amodal masks) the box stands in for the amodal mask and the target is
+    **approximate**: a closer object inside i's box counts even when it does not touch i. Training
+    passes the dataset's ``amodal_masks`` whenever it has them
+    (``instseg.models.mask_heads.targets.image_mask_targets``).
 
     i's box is ``boxes[i]`` (xyxy) when given, else the bounding box of i's amodal mask (or of its
     visible mask when there is no amodal mask). No pixel-count cut is applied.

@@ -12,10 +12,11 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import FCOS, FasterRCNN
 from torchvision.models.detection.roi_heads import RoIHeads, paste_masks_in_image
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign, box_iou
 
 from instseg.models.backbones import build_backbone
@@ -26,7 +27,24 @@ EXTRA_MAP_KEYS = tuple(v for v in OUTPUT_KEYS.values() if v != "masks")
 
 
 class InstanceTransform(GeneralizedRCNNTransform):
-    """torchvision's transform, also pasting the extra per-detection maps to image size."""
+    """torchvision's transform, also resizing the targets' amodal masks and boxes with the image
+    (torchvision resizes only ``masks`` and ``boxes``; the depth occluder rule reads amodal masks
+    in the frame of ``masks``) and pasting the extra per-detection maps to image size."""
+
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None
+               ) -> tuple[Tensor, dict[str, Tensor] | None]:
+        original = image.shape[-2:]
+        image, target = super().resize(image, target)
+        if target is None:
+            return image, target
+        if "amodal_masks" in target:  # nearest, to the masks' size: what torchvision does to "masks"
+            size = tuple(target["masks"].shape[-2:]) if "masks" in target else tuple(image.shape[-2:])
+            amodal = target["amodal_masks"]
+            if tuple(amodal.shape[-2:]) != size:
+                target["amodal_masks"] = F.interpolate(amodal[:, None].float(), size=size)[:, 0].to(amodal.dtype)
+        if "amodal_boxes" in target:
+            target["amodal_boxes"] = resize_boxes(target["amodal_boxes"], original, image.shape[-2:])
+        return image, target
 
     def postprocess(self, result: list[dict[str, Tensor]], image_shapes: list[tuple[int, int]],
                     original_image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import MultiScaleRoIAlign
 
-from instseg.models.mask_heads import mask_head_targets, output_probabilities, select_instances
+from instseg.models.mask_heads import output_probabilities, run_head, select_instances
+from instseg.models.mask_heads.targets import image_mask_targets
 
 # head output key -> key of the pasted map in a detection dict (beside torchvision's "masks")
 OUTPUT_KEYS: dict[str, str] = {
@@ -26,17 +27,22 @@ class RoIMaskBranch(nn.Module):
     """Pooler + mask head + target rule.
 
     ``occluder_rule``: "reference" (BCNet's box-IoU rule, works on any COCO data), "depth"
-    (true occluders from a ``depth`` target key), "auto" (depth when the targets carry it,
+    (occluders in front by a ``depth`` target key; exact with ``amodal_masks`` in the targets,
+    approximate without, see ``image_mask_targets``), "auto" (depth when the targets carry it,
     else reference) or "none" (heads without occluder outputs).
     ``max_rois_per_image`` caps the positive ROIs that train the head (a CPU budget knob).
     ``mask_labels`` (partial supervision): only proposals matched to instances of these labels
     train the head, and targets are built from those instances alone; None trains on all.
+    ``return_maps``: at inference, also ask the head for its extra maps (occluder masks and
+    contours), which the detection dicts then carry beside "masks"; on by default, since the
+    detectors' output contract includes them; off, a bilayer head runs only its mask path.
     """
 
     def __init__(self, head: nn.Module, roi_pool: MultiScaleRoIAlign, occluder_rule: str = "reference",
                  max_rois_per_image: int | None = None, class_specific: bool = False,
-                 mask_labels: list[int] | None = None) -> None:
+                 mask_labels: list[int] | None = None, return_maps: bool = True) -> None:
         super().__init__()
+        self.return_maps = return_maps
         self.head = head
         self.roi_pool = roi_pool
         self.occluder_rule = occluder_rule
@@ -68,11 +74,8 @@ class RoIMaskBranch(nn.Module):
         rois, matched = zip(*(self._cap(p, m) for p, m in zip(proposals, matched_idxs)))
         per_image = []
         for boxes, idx, target in zip(rois, matched, targets):
-            rule = self.occluder_rule
-            if rule == "auto":
-                rule = "depth" if "depth" in target else "reference"
-            per_image.append(mask_head_targets(target["masks"], target["boxes"], boxes, idx, occluder=rule,
-                                               depth=target.get("depth")))
+            # the depth order and, where the data has them, amodal masks too (exact occluders)
+            per_image.append(image_mask_targets(target, boxes, idx, self.occluder_rule))
         head_targets = {key: torch.cat([t[key] for t in per_image]) for key in per_image[0]}
         labels = torch.cat([t["labels"][idx] for t, idx in zip(targets, matched)]) if self.class_specific else None
         outputs = self.head(self.roi_pool(features, list(rois), image_shapes), labels)
@@ -80,17 +83,22 @@ class RoIMaskBranch(nn.Module):
 
     def raw_outputs(self, features: dict[str, Tensor], image_shapes: list[tuple[int, int]],
                     detections: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """Head logits for every detection box (all images concatenated)."""
+        """Head logits for every detection box (all images concatenated), with the extra maps when
+        ``return_maps``."""
         boxes = [d["boxes"] for d in detections]
         labels = torch.cat([d["labels"] for d in detections]) if self.class_specific else None
-        return self.head(self.roi_pool(features, boxes, image_shapes), labels)
+        return run_head(self.head, self.roi_pool(features, boxes, image_shapes), labels, self.return_maps)
 
     def predict(self, features: dict[str, Tensor], image_shapes: list[tuple[int, int]],
                 detections: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
-        """Add 28x28 probability maps ("masks" and, for bilayer heads, the extra layers)."""
+        """Add 28x28 probability maps ("masks" and, for bilayer heads, the extra layers). Outputs
+        without a detection key in ``OUTPUT_KEYS`` (ORCNN's visible and occlusion masks) stay out of
+        the detection dicts, which the detectors paste to image size by those keys."""
         probabilities = output_probabilities(self.raw_outputs(features, image_shapes, detections))
         counts = [len(d["boxes"]) for d in detections]
         for key, probs in probabilities.items():
+            if key not in OUTPUT_KEYS:
+                continue
             for detection, chunk in zip(detections, probs.split(counts)):
                 detection[OUTPUT_KEYS[key]] = chunk
         return detections

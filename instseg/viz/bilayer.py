@@ -16,6 +16,7 @@ import torch
 from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
+from instseg.models.mask_heads import run_head
 from instseg.viz.draw import palette
 from instseg.viz.widgets import picked, redraw_on, set_choices, show_picture
 
@@ -30,12 +31,14 @@ PREDICTION_LAYERS = ("masks", *MAP_COLOURS, "boxes")
 
 
 @torch.no_grad()
-def roi_maps(head: nn.Module, roi_features: Tensor) -> dict[str, Tensor]:
-    """Sigmoid probabilities [R, 28, 28] of every output of ``head`` on ``roi_features``."""
+def roi_maps(head: nn.Module, roi_features: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+    """Sigmoid probabilities [R, 28, 28] of every output of ``head`` on ``roi_features``, the extra
+    maps included (heads compute those at inference only when asked)."""
     was_training = head.training
     head.eval()
     try:
-        return {key: torch.sigmoid(logits[:, 0]) for key, logits in head(roi_features).items()}
+        return {key: torch.sigmoid(logits[:, 0])
+                for key, logits in run_head(head, roi_features, labels, return_maps=True).items()}
     finally:
         head.train(was_training)
 

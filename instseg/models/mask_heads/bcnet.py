@@ -41,6 +41,8 @@ class BilayerMaskHead(nn.Module):
     output. Guidance adds features, so it needs ``in_channels == conv_channels``.
     """
 
+    optional_maps = ("boundary", "occluder_mask", "occluder_boundary")
+
     def __init__(self, in_channels: int, conv_channels: int = 256, num_convs: int = 4,
                  block: str = "gcn", occluder_mask: bool = True, occluder_contour: bool = True,
                  guidance: bool = True, occludee_contour: bool = True,
@@ -66,16 +68,27 @@ class BilayerMaskHead(nn.Module):
         width = self.occludee.out_channels
         self.predictors = nn.ModuleDict({k: UpsamplePredictor(width) for k, on in enabled.items() if on})
 
-    def forward(self, roi_features: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(self, roi_features: Tensor, labels: Tensor | None = None,
+                return_maps: bool = False) -> dict[str, Tensor]:
         """ROI features [R, C, 14, 14] -> logits [R, 1, 28, 28] under "mask" (occludee) and, when
-        enabled, "boundary", "occluder_mask", "occluder_boundary". ``labels`` is unused (the
-        head is class-agnostic); it is accepted so heads are interchangeable."""
-        occluder = None if self.occluder is None else self.occluder(roi_features)
+        enabled, "boundary", "occluder_mask", "occluder_boundary". The extra maps are computed in
+        training (the losses need them) or with ``return_maps`` (figures, ``--extra-maps``); at
+        inference without them only what the occludee mask needs runs (the occluder tower only
+        for guidance). ``labels`` is unused (the head is class-agnostic); it is accepted so heads
+        are interchangeable."""
+        maps = self.training or return_maps
+        needs_occluder = self.guidance or (maps and self.occluder_predicts)
+        occluder = self.occluder(roi_features) if self.occluder is not None and needs_occluder else None
         occludee_input = roi_features + occluder if self.guidance else roi_features
         occludee = self.occludee(occludee_input)
         features = {"mask": occludee, "boundary": occludee,
                     "occluder_mask": occluder, "occluder_boundary": occluder}
-        return {key: predictor(features[key]) for key, predictor in self.predictors.items()}
+        return {key: predictor(features[key]) for key, predictor in self.predictors.items() if maps or key == "mask"}
+
+    @property
+    def occluder_predicts(self) -> bool:
+        """Whether the occluder branch has outputs of its own (occluder mask or contour)."""
+        return "occluder_mask" in self.predictors or "occluder_boundary" in self.predictors
 
     def loss(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Weighted BCE terms for the enabled outputs (see ``bilayer_mask_loss``)."""

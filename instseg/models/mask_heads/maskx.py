@@ -9,7 +9,9 @@ mask predictor too.
 
 * ``w_det`` (:func:`box_predictor_embeddings`): per class, the classification row and the four
   box-regression rows of a frozen Faster R-CNN box predictor, concatenated ("cls+box"), held as a
-  buffer, so no gradient reaches it (MaskX's stop-gradient variant).
+  buffer, so no gradient reaches it (MaskX's stop-gradient variant). They are an input derived
+  from the detector, not a hyperparameter: the registry's ``build_mask_head("maskx", ...,
+  detector=...)`` reads them through :meth:`WeightTransferMaskHead.inputs_from_detector`.
 * T: Linear -> LeakyReLU -> Linear, to the weights and the bias of a 1x1 conv on the upsampled
   mask features.
 * The mask features: the FCN head's tower and deconv, class-agnostic.
@@ -23,6 +25,7 @@ detector (here the detector is frozen, as for every head of notebook 03).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +48,22 @@ def box_predictor_embeddings(box_predictor: nn.Module) -> Tensor:
     return torch.cat([cls, box.reshape(cls.shape[0], -1)], dim=1).clone()
 
 
+def detector_box_predictor(detector: nn.Module) -> nn.Module:
+    """The box predictor of a torchvision Faster R-CNN (``detector.roi_heads.box_predictor``)."""
+    predictor = getattr(getattr(detector, "roi_heads", None), "box_predictor", None)
+    if predictor is None:
+        raise ValueError(f"weight transfer reads a Faster R-CNN's roi_heads.box_predictor; {type(detector).__name__} "
+                         "has none (FCOS has no per-class box weights)")
+    return predictor
+
+
 class WeightTransferMaskHead(nn.Module):
     """FCN tower + deconv, then a per-ROI 1x1 predictor whose weights T(w_det[label]) are computed
-    from the ROI's label. ``class_embeddings`` [K, E] is indexed by the detector's labels."""
+    from the ROI's label. ``class_embeddings`` [K, E] is indexed by the detector's labels; build
+    the head from a frozen detector with :meth:`from_detector` (or the registry's ``detector=``)."""
+
+    # constructor arguments derived from the frozen detector, not hyperparameters
+    detector_inputs: ClassVar[tuple[str, ...]] = ("class_embeddings",)
 
     def __init__(self, in_channels: int, class_embeddings: Tensor, conv_channels: int = 256, num_convs: int = 4,
                  hidden: int | None = None) -> None:
@@ -65,6 +81,17 @@ class WeightTransferMaskHead(nn.Module):
         # like Mask R-CNN's small predictor init: every pixel starts near p=0.5, for every class
         nn.init.normal_(self.transfer[2].weight, std=0.001)
         nn.init.zeros_(self.transfer[2].bias)
+
+    @classmethod
+    def inputs_from_detector(cls, detector: nn.Module) -> dict[str, Any]:
+        """``{"class_embeddings": w_det}`` of ``detector``'s box predictor (a detached copy)."""
+        return {"class_embeddings": box_predictor_embeddings(detector_box_predictor(detector))}
+
+    @classmethod
+    def from_detector(cls, detector: nn.Module, in_channels: int, **kwargs: Any) -> "WeightTransferMaskHead":
+        """The head whose class embeddings are ``detector``'s box weights; ``kwargs`` are its
+        hyperparameters (``conv_channels``, ``num_convs``, ``hidden``)."""
+        return cls(in_channels, **cls.inputs_from_detector(detector), **kwargs)
 
     def mask_weights(self, labels: Tensor) -> tuple[Tensor, Tensor]:
         """(weights [R, C], bias [R]) of the 1x1 mask predictor of each label."""

@@ -58,7 +58,10 @@ def mask_head_targets(gt_masks: Tensor, gt_boxes: Tensor, proposals: Tensor, mat
     ``matched_idxs`` [R] the instance each proposal was matched to. Keys: "mask", "boundary" and,
     unless ``occluder="none"``, "occluder_mask", "occluder_boundary". ``occluder`` picks the rule:
     "reference" (BCNet's: other instances whose box IoU > 0.05, inside this box), or "depth"
-    (true occluders from ``depth`` ordering, larger = closer, optionally with ``amodal_masks``).
+    (instances in front by ``depth``, larger = closer; see ``occluder_masks_depth``). The depth
+    rule is exact only with ``amodal_masks`` [N, H, W]: without them the instance's box stands in
+    for its amodal mask, so a closer object inside the box counts even if it does not touch the
+    instance (approximate). Training code calls :func:`image_mask_targets`, which passes them.
     With "none" the occluder keys are absent, so a head that predicts occluders fails loudly.
     """
     if occluder not in OCCLUDER_RULES:
@@ -80,3 +83,41 @@ def mask_head_targets(gt_masks: Tensor, gt_boxes: Tensor, proposals: Tensor, mat
     if occluder != "none":
         targets |= {"occluder_mask": binary[:, 1], "occluder_boundary": boundary_targets(binary[:, 1])}
     return {key: target.float() for key, target in targets.items()}
+
+
+def resolve_occluder_rule(rule: str, target: Mapping[str, Any]) -> str:
+    """The rule ``"auto"`` stands for on this target: "depth" when it carries a depth order, else
+    BCNet's "reference" box rule (any COCO data); other rules are returned as they are."""
+    if rule == "auto":
+        return "depth" if "depth" in target else "reference"
+    return rule
+
+
+def image_mask_targets(target: Mapping[str, Any], proposals: Tensor, matched_idxs: Tensor, occluder_rule: str,
+                       boxes: Tensor | None = None, resolution: int = 28) -> dict[str, Tensor]:
+    """:func:`mask_head_targets` of one image's target dict: the one call both training paths make
+    (the detectors' mask branch and the frozen-detector ROI cache), so they build the same targets.
+
+    Why: the occluder rule needs more of the target than masks and boxes. "auto" is resolved here,
+    and the depth rule gets the ``depth`` order and, when the data carries them, the
+    ``amodal_masks``, which make its occluders exact (without them it falls back to the box region,
+    approximate). ``boxes`` are the instances' boxes (default ``target["boxes"]``; amodal training
+    passes ``target["amodal_boxes"]``). Amodal masks must be in the frame of ``target["masks"]``:
+    the detectors' transform resizes both (torchvision's resizes only ``masks``).
+    """
+    rule = resolve_occluder_rule(occluder_rule, target)
+    amodal = target.get("amodal_masks") if rule == "depth" else None
+    if amodal is not None and amodal.shape != target["masks"].shape:
+        raise ValueError(f"amodal_masks {tuple(amodal.shape)} and masks {tuple(target['masks'].shape)} differ: "
+                         "resize both with the image (InstanceTransform does)")
+    return mask_head_targets(target["masks"], target["boxes"] if boxes is None else boxes, proposals, matched_idxs,
+                             resolution=resolution, occluder=rule, depth=target.get("depth"), amodal_masks=amodal)
+
+
+def occlusion_targets(amodal: Tensor, visible: Tensor) -> Tensor:
+    """ORCNN's occlusion (invisible) target on the mask grid: amodal AND NOT visible, as float 0/1
+    [R, M, M], from the projected amodal and visible targets of the same ROIs. (Projected
+    separately, a visible pixel can fall just outside the amodal mask; it is simply not occluded.)"""
+    if amodal.shape != visible.shape:
+        raise ValueError(f"amodal targets {tuple(amodal.shape)} and visible targets {tuple(visible.shape)} differ")
+    return (amodal.bool() & ~visible.bool()).to(amodal.dtype if amodal.is_floating_point() else torch.float32)
