@@ -113,8 +113,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.per_category:
         metrics["per_category"] = per_category_ap(gt, results, args.iou_type, amodal=args.amodal, image_ids=image_ids)
     if args.by_occlusion:
-        metrics["by_occlusion"] = ap_by_occlusion(gt, results, iou_type=args.iou_type)
-    _print_table([(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))])
+        # the same ground truth (visible or amodal) and images (all or COCO-OCC) as the metrics above
+        metrics["by_occlusion"] = ap_by_occlusion(gt, results, iou_type=args.iou_type, amodal=args.amodal,
+                                                  image_ids=image_ids)
+    rows = [(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))]
+    rows += [(f"AP occlusion {b['bin'][0]:g}-{b['bin'][1]:g} (n_gt {b['n_gt']})", "-" if b["AP"] is None else b["AP"])
+             for b in metrics.get("by_occlusion", [])]
+    _print_table(rows)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(metrics, indent=2))
@@ -143,6 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from instseg.data.splits import parse_mask_categories
     from instseg.engine import TrainConfig, Trainer
     from instseg.engine.distributed import destroy_distributed, init_distributed, is_main_process
+    from instseg.engine.plateau import plateau_summary
     from instseg.engine.runs import run_spec, save_spec
     from instseg.evaluation import evaluate
 
@@ -162,20 +168,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     if is_main_process():
         save_spec(spec, out)
     model = spec.build_model()
-    summary = Trainer(model, train_set, config, out, collate_fn, device=device).train(resume=args.resume)
+    callbacks = []
+    if args.val_json:  # the validation loss the plateau check reads (val_loss.csv)
+        from instseg.engine.validation import ValidationLoss
+
+        val_set = CocoInstanceDataset(args.val_json, args.val_images)
+        callbacks.append(ValidationLoss.of_dataset(model, val_set, collate_fn, config.max_iters, out / "val_loss.csv",
+                                                   batch_size=config.batch_size, seed=config.seed))
+    summary = Trainer(model, train_set, config, out, collate_fn, device=device, callbacks=callbacks).train(
+        resume=args.resume)
     main_process = is_main_process()
     destroy_distributed()
     if not main_process:
         return 0
     print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f} s -> {summary['model_final']}")
     if args.val_json:
-        val_set = CocoInstanceDataset(args.val_json, args.val_images)
         records = _predict_records(model, val_set, spec.label_to_category_id, config.batch_size, device=device)
         (out / "val_results.json").write_text(json.dumps(records))
         # a detector whose mask head trained on nothing (--mask-categories none) has no masks to score
         iou_types = ("bbox",) if spec.build.get("mask_labels") == [] else ("segm", "bbox")
-        metrics = {iou: evaluate(val_set.gt, records, iou) for iou in iou_types}
+        metrics: dict = {iou: evaluate(val_set.gt, records, iou) for iou in iou_types}
+        plateau = callbacks[0].check()
+        metrics["plateau"] = plateau.as_dict()
         (out / "val_metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(plateau_summary([plateau], "detector run"))
         _print_table([(f"{iou} {k}", v) for iou, m in metrics.items() for k, v in m.items()
                       if k in ("AP", "AP50", "AP75")])
     return 0

@@ -32,3 +32,13 @@ def scale_params(params: dict[str, Any], scale: str | None = None) -> dict[str, 
     if scale not in params["scales"]:
         raise InputError(f"unknown scale {scale!r}; known: {', '.join(params['scales'])}")
     return params["scales"][scale]
+
+
+def scale_section(params: dict[str, Any], scale: str, key: str) -> dict[str, Any]:
+    """``scales.<scale>.<key>`` as a mapping; a missing or non-mapping section is an InputError
+    naming it, so a preset that lacks what a notebook needs fails before any work, not halfway."""
+    section = scale_params(params, scale).get(key)
+    if not isinstance(section, dict):
+        problem = "is missing" if section is None else f"must be a mapping, not {type(section).__name__}"
+        raise InputError(f"scales.{scale}.{key} {problem} (params.yaml)")
+    return section

@@ -138,3 +138,85 @@ def test_data_sync_regenerates_and_detects_mismatch(tmp_path: Path, capsys: pyte
     assert code == 0 and "regenerated" in stdout
     code, stdout, _ = run(capsys, "data", "sync", "--dvc-file", str(dvc_file), "--params", str(params))
     assert code == 0 and "matches" in stdout
+
+
+def _rle(mask) -> dict:
+    from pycocotools import mask as mask_utils
+    import numpy as np
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+def _occlusion_gt_and_results() -> tuple[dict, list[dict]]:
+    """Image 1: A (behind, amodal 10x10) loses 30 px to B (in front, 10x6): ratio 0.3, visible
+    boxes at IoU 0.23, so image 1 is COCO-OCC. A detection equal to A's visible mask is a perfect
+    visible match (IoU 1) but only IoU 0.7 with A's amodal mask. Image 2: one object C (ratio 0.4,
+    no detection, no pair: not COCO-OCC)."""
+    import numpy as np
+
+    def box(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        m = np.zeros((20, 20), dtype=bool)
+        m[y0:y1, x0:x1] = True
+        return m
+
+    a_amodal, b = box(2, 2, 12, 12), box(7, 4, 17, 10)
+    a_visible = a_amodal & ~b
+    c_amodal, c_visible = box(2, 2, 12, 12), box(2, 2, 12, 8)
+
+    def ann(i: int, image: int, visible: np.ndarray, amodal: np.ndarray, bbox: list, amodal_bbox: list) -> dict:
+        return {"id": i, "image_id": image, "category_id": 3, "iscrowd": 0,
+                "segmentation": _rle(visible), "bbox": bbox, "area": int(visible.sum()),
+                "amodal_segmentation": _rle(amodal), "amodal_bbox": amodal_bbox, "amodal_area": int(amodal.sum()),
+                "occlusion_ratio": round(1 - float(visible.sum()) / float(amodal.sum()), 6)}
+
+    gt = {"images": [{"id": 1, "file_name": "a.png", "height": 20, "width": 20},
+                     {"id": 2, "file_name": "b.png", "height": 20, "width": 20}],
+          "categories": [{"id": 3, "name": "thing"}],
+          "annotations": [ann(1, 1, a_visible, a_amodal, [2, 2, 10, 10], [2, 2, 10, 10]),
+                          ann(2, 1, b, b, [7, 4, 10, 6], [7, 4, 10, 6]),
+                          ann(3, 2, c_visible, c_amodal, [2, 2, 10, 6], [2, 2, 10, 10])]}
+    assert [a["occlusion_ratio"] for a in gt["annotations"]] == [0.3, 0.0, 0.4]
+    results = [{"image_id": 1, "category_id": 3, "score": 0.9, "segmentation": _rle(a_visible)},
+               {"image_id": 1, "category_id": 3, "score": 0.8, "segmentation": _rle(b)}]
+    return gt, results
+
+
+def _bins(tmp_path: Path, capsys: pytest.CaptureFixture, *extra: str) -> dict[float, dict]:
+    gt, dt = _occlusion_gt_and_results()
+    out = tmp_path / "m.json"
+    code, stdout, _ = run(capsys, "eval", "--gt", str(write(tmp_path / "gt.json", gt)),
+                          "--dt", str(write(tmp_path / "dt.json", dt)), "--by-occlusion", "--out", str(out), *extra)
+    assert code == 0
+    bins = {b["bin"][0]: b for b in json.loads(out.read_text())["by_occlusion"]}
+    printed = [line for line in stdout.splitlines() if line.startswith("AP occlusion 0.3-0.5")]
+    assert len(printed) == 1 and printed[0].endswith(f"{bins[0.3]['AP']:.3f}")
+    return bins
+
+
+def test_eval_by_occlusion_honours_amodal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Bin [0.3, 0.5) holds A (and C, undetected): A's detection is its visible mask, so the
+    visible per-bin AP and the amodal one (IoU 0.7: half the IoU thresholds) must differ."""
+    from instseg.evaluation import ap_by_occlusion
+
+    visible, amodal = _bins(tmp_path, capsys), _bins(tmp_path, capsys, "--amodal")
+    assert visible[0.3]["AP"] > amodal[0.3]["AP"] > 0
+    gt, dt = _occlusion_gt_and_results()
+    expected = {b["bin"][0]: b for b in ap_by_occlusion(gt, dt, amodal=True)}
+    assert amodal == expected
+    # and the top-level metrics agree in kind: amodal
+    assert json.loads((tmp_path / "m.json").read_text())["amodal"] is True
+
+
+def test_eval_by_occlusion_honours_subset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--subset occ keeps image 1 only (image 2 has a single object): C leaves bin [0.3, 0.5), so
+    the bin counts one ground truth and A's perfect detection gives AP 100."""
+    from instseg.data.occlusion import coco_occ_image_ids
+
+    gt, _ = _occlusion_gt_and_results()
+    assert coco_occ_image_ids(gt) == [1]
+    everything, occ = _bins(tmp_path, capsys), _bins(tmp_path, capsys, "--subset", "occ")
+    assert everything[0.3]["n_gt"] == 2 and occ[0.3]["n_gt"] == 1
+    assert occ[0.3]["AP"] == pytest.approx(100.0) and everything[0.3]["AP"] < 100.0
+    both = _bins(tmp_path, capsys, "--subset", "occ", "--amodal")
+    assert both[0.3]["n_gt"] == 1 and both[0.3]["AP"] < occ[0.3]["AP"]

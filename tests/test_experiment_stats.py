@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from instseg.data.coco_json import mask_to_rle
-from instseg.experiments.stats import paired_bootstrap, per_instance_iou, summarize
+from instseg.experiments.stats import bin_quality, instance_ious, paired_bootstrap, per_instance_iou, summarize
 
 
 def test_summarize_gives_mean_and_sample_std_per_group_in_row_order() -> None:
@@ -78,3 +78,31 @@ def test_paired_bootstrap_needs_paired_instances() -> None:
         paired_bootstrap([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="same instances"):
         paired_bootstrap(pd.Series([1.0, 2.0], index=[1, 2]), pd.Series([1.0, 2.0], index=[2, 1]))
+
+
+def test_instance_ious_restricts_to_images_and_categories_one_column_per_seed() -> None:
+    gt = {"images": [{"id": 1, "height": 10, "width": 10}, {"id": 2, "height": 10, "width": 10}],
+          "categories": [{"id": 1}, {"id": 2}],
+          "annotations": [{"id": 11, "image_id": 1, "category_id": 1, "segmentation": _rect(0, 4, 0, 4)},
+                          {"id": 12, "image_id": 1, "category_id": 2, "segmentation": _rect(5, 9, 5, 9)},
+                          {"id": 21, "image_id": 2, "category_id": 1, "segmentation": _rect(0, 2, 0, 2)}]}
+    perfect = [{"image_id": 1, "category_id": 1, "score": 1.0, "segmentation": _rect(0, 4, 0, 4)},
+               {"image_id": 1, "category_id": 2, "score": 1.0, "segmentation": _rect(5, 9, 5, 9)}]
+    half = [{"image_id": 1, "category_id": 1, "score": 1.0, "segmentation": _rect(0, 2, 0, 4)}]
+    table = instance_ious(gt, {0: perfect, 1: half}, image_ids=[1], category_ids=[1])
+    assert list(table.index) == [11] and list(table.columns) == [0, 1]
+    assert table.loc[11].tolist() == [1.0, 0.5]
+
+
+def test_bin_quality_counts_each_bins_instances_alone() -> None:
+    gt = {"annotations": [{"id": 1, "occlusion_ratio": 0.0}, {"id": 2, "occlusion_ratio": 0.05},
+                          {"id": 3, "occlusion_ratio": 0.6}, {"id": 4, "occlusion_ratio": 1.0}]}
+    ious = pd.DataFrame({0: [0.9, 0.4, 0.7, 0.0], 1: [0.8, 0.6, 0.5, 0.0]}, index=[1, 2, 3, 4])
+    table = bin_quality(gt, ious, [(0.0, 0.1), (0.1, 0.5), (0.5, 1.0)])
+    assert table["instances"].tolist() == [2, 0, 2]
+    # bin 0: seed 0 matches 1 of 2, seed 1 matches 2 of 2 -> recall 0.75; matched IoU: (0.9) and (0.8, 0.6)
+    assert table.loc[0, "recall"] == pytest.approx(0.75)
+    assert table.loc[0, "matched_mean_iou"] == pytest.approx((0.9 + 0.7) / 2)
+    assert math.isnan(table.loc[1, "recall"])
+    # the fully occluded instance (ratio 1.0) falls in the closed last bin
+    assert table.loc[2, "recall"] == pytest.approx(0.5) and table.loc[2, "matched_mean_iou"] == pytest.approx(0.6)

@@ -53,7 +53,10 @@ def test_train_predict_eval_on_user_data(tmp_path: Path, model: str, detector: s
                  "--params", params]) == 0
     assert (run / "checkpoints" / "model_final.pt").is_file() and (run / "metrics.csv").is_file()
     metrics = json.loads((run / "val_metrics.json").read_text())
-    assert set(metrics) == {"segm", "bbox"} and "AP" in metrics["segm"]
+    assert set(metrics) == {"segm", "bbox", "plateau"} and "AP" in metrics["segm"]
+    curve = (run / "val_loss.csv").read_text().splitlines()  # the validation loss the plateau check read
+    assert curve[0] == "iteration,val_loss" and int(curve[-1].split(",")[0]) == 6
+    assert metrics["plateau"]["points"] >= 1 and isinstance(metrics["plateau"]["passed"], bool)
     results = tmp_path / "results.json"
     assert main(["predict", "--checkpoint", str(run), "--images", images, "--json", str(gt), "--out", str(results),
                  "--viz", str(tmp_path / "viz"), "--extra-maps"]) == 0

@@ -1,9 +1,13 @@
-"""Iteration-based trainer for torchvision-style detection models, resumable bit-exactly.
+"""Iteration-based trainer, resumable bit-exactly: one loop for detectors, mask heads on cached
+ROI features, trackers and video models, so all get device placement, AMP, the NaN guard,
+checkpoints, resume and DDP.
 
-The model contract is torchvision's: in train mode ``model(images, targets)`` returns a dict of
-named scalar loss terms; the trainer sums them. Everything a step depends on is either in the
-checkpoint (weights, optimizer, GradScaler, every RNG state) or a pure function of the
-iteration (learning rate, data order), so ``train(resume=True)`` continues exactly where the
+The default contract is torchvision's: batches of ``(images, targets)`` from a dataset, and in
+train mode ``model(images, targets)`` returns a dict of named scalar loss terms; the trainer sums
+them. Anything else plugs in as a ``loss_fn(model, batch) -> dict of loss terms`` and a
+``batches(start_iteration) -> iterator of batches`` source. Everything a step depends on is
+either in the checkpoint (weights, optimizer, GradScaler, every RNG state) or a pure function of
+the iteration (learning rate, data order), so ``train(resume=True)`` continues exactly where the
 last checkpoint left off.
 """
 
@@ -16,7 +20,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +42,25 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 Callback = Callable[[int, dict[str, float]], None]
+LossFn = Callable[[nn.Module, Any], dict[str, Tensor]]
+BatchSource = Callable[[int], Iterator[Any]]
+
+
+def detection_loss(model: nn.Module, batch: tuple[Sequence[Tensor], Sequence[dict[str, Any]]]) -> dict[str, Tensor]:
+    """torchvision's training contract: ``model(images, targets)`` returns the loss terms."""
+    images, targets = batch
+    return model(images, targets)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors anywhere inside lists, tuples and dicts moved to ``device``; other values kept."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,7 +83,12 @@ def build_optimizer(params: Sequence[nn.Parameter], config: TrainConfig) -> torc
 
 
 class Trainer:
-    """Trains ``model`` on ``dataset`` for ``config.max_iters`` optimizer steps.
+    """Trains ``model`` on ``dataset`` (or on ``batches``) for ``config.max_iters`` optimizer steps.
+
+    ``batches(start)`` yields the batches of iterations ``start, start + 1, ...`` and must be a pure
+    function of the iteration for an exact resume; ``loss_fn(model, batch)`` returns the loss terms
+    (default :func:`detection_loss`). Without ``out_dir`` nothing is written (no checkpoints, no
+    metrics log, no resume): an in-memory run, e.g. one of many small heads.
 
     Under torchrun (call :func:`~instseg.engine.distributed.init_distributed` first) the model is
     wrapped in DistributedDataParallel and each rank takes ``batch_size / world_size`` samples of
@@ -71,13 +99,18 @@ class Trainer:
     metrics row of that step.
     """
 
-    def __init__(self, model: nn.Module, dataset: Dataset, config: TrainConfig, out_dir: str | PathLike,
-                 collate_fn: Callable[[list[Any]], Any], device: str | torch.device | None = None,
-                 callbacks: Sequence[Callback] = ()):
+    def __init__(self, model: nn.Module, dataset: Dataset | None, config: TrainConfig, out_dir: str | PathLike | None,
+                 collate_fn: Callable[[list[Any]], Any] | None = None, device: str | torch.device | None = None,
+                 callbacks: Sequence[Callback] = (), loss_fn: LossFn = detection_loss,
+                 batches: BatchSource | None = None):
+        if (dataset is None) == (batches is None):
+            raise ValueError("give a dataset (with its collate_fn) or a batch source, not both or neither")
         self.config = config
-        self.out_dir = Path(out_dir)
+        self.out_dir = None if out_dir is None else Path(out_dir)
         self.dataset = dataset
         self.collate_fn = collate_fn
+        self.batches = batches
+        self.loss_fn = loss_fn
         self.callbacks = list(callbacks)
         self.device = torch.device(device) if device is not None else dist_utils.default_device()
         if self.device.type == "cuda" and self.device.index is None:  # DDP needs the index
@@ -98,33 +131,40 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     @property
-    def last_checkpoint(self) -> Path:
-        return self.out_dir / "checkpoints" / "last.pt"
+    def last_checkpoint(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / "checkpoints" / "last.pt"
 
     @property
-    def final_weights(self) -> Path:
-        return self.out_dir / "checkpoints" / "model_final.pt"
+    def final_weights(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / "checkpoints" / "model_final.pt"
 
-    def train(self, resume: bool = False) -> dict[str, Any]:
-        """Run to ``max_iters``; with ``resume`` continue from ``checkpoints/last.pt`` if it exists
-        (else start from scratch). Returns a summary (iterations, last losses, paths, seconds)."""
+    def _loader(self, start: int) -> Iterator[Any]:
         cfg = self.config
-        main = dist_utils.is_main_process()
-        seed_everything(derive_seed(cfg.seed, self.rank), cfg.deterministic)
-        start = self._restore() if resume and self.last_checkpoint.exists() else 0
-        if start > cfg.max_iters:
-            raise InputError(f"checkpoint is at iteration {start}, past max_iters={cfg.max_iters}",
-                             self.last_checkpoint)
-        metrics = _MetricsCSV(self.out_dir / "metrics.csv", start) if main else None
         sampler = InfiniteBatchSampler(len(self.dataset), cfg.batch_size, cfg.seed, start, self.rank,
                                        self.world_size)
         # An explicit generator keeps the loader from drawing on the global torch RNG.
         loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.collate_fn,
                             num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, start)))
-        batches = iter(loader)
+        return iter(loader)
+
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        """Run to ``max_iters``; with ``resume`` continue from ``checkpoints/last.pt`` if it exists
+        (else start from scratch). Returns a summary (iterations, last losses, paths, seconds)."""
+        cfg = self.config
+        main = dist_utils.is_main_process()
+        writes = main and self.out_dir is not None
+        seed_everything(derive_seed(cfg.seed, self.rank), cfg.deterministic)
+        if resume and self.out_dir is None:
+            raise ValueError("an in-memory run (no out_dir) cannot resume")
+        start = self._restore() if resume and self.last_checkpoint.exists() else 0
+        if start > cfg.max_iters:
+            raise InputError(f"checkpoint is at iteration {start}, past max_iters={cfg.max_iters}",
+                             self.last_checkpoint)
+        metrics = _MetricsCSV(self.out_dir / "metrics.csv", start) if writes else None
+        batches = self._loader(start) if self.batches is None else self.batches(start)
         bar = tqdm(total=cfg.max_iters, initial=start, desc="train", dynamic_ncols=True,
-                   disable=None if main else True)  # None: off when stderr is not a TTY
+                   disable=None if writes else True)  # None: off when stderr is not a TTY
         row: dict[str, float] = {}
         began = time.perf_counter()
         self.model.train()
@@ -136,7 +176,7 @@ class Trainer:
                 if metrics:
                     metrics.append(row)
                 done = iteration + 1
-                if done % cfg.checkpoint_every == 0 or done == cfg.max_iters:
+                if self.out_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.max_iters):
                     if metrics:
                         metrics.sync()
                     self._save_checkpoint(done)
@@ -145,7 +185,7 @@ class Trainer:
                     self._log(bar, row)
                 for callback in self.callbacks:
                     callback(iteration, row)
-            if main:
+            if writes:
                 atomic_save(self.model.state_dict(), self.final_weights)
             dist_utils.barrier()
         finally:
@@ -155,21 +195,19 @@ class Trainer:
             del batches  # shuts down loader workers
         return {"iterations": cfg.max_iters, "start_iteration": start,
                 "losses": {k: v for k, v in row.items() if k not in ("iteration", "lr", "sec_per_iter")},
-                "seconds": time.perf_counter() - began, "checkpoint": str(self.last_checkpoint),
-                "model_final": str(self.final_weights)}
+                "seconds": time.perf_counter() - began,
+                "checkpoint": None if self.out_dir is None else str(self.last_checkpoint),
+                "model_final": None if self.out_dir is None else str(self.final_weights)}
 
-    def _step(self, iteration: int, batch: tuple[Sequence[Tensor], Sequence[dict[str, Any]]]) -> dict[str, float]:
+    def _step(self, iteration: int, batch: Any) -> dict[str, float]:
         cfg = self.config
-        images, targets = batch
-        images = [image.to(self.device, non_blocking=True) for image in images]
-        targets = [{k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()}
-                   for t in targets]
+        batch = to_device(batch, self.device)
         lr = lr_at(iteration, cfg.lr, warmup_iters=cfg.warmup_iters, warmup_factor=cfg.warmup_factor,
                    steps=cfg.lr_steps, gamma=cfg.gamma)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            losses = self.ddp_model(images, targets)
+            losses = self.loss_fn(self.ddp_model, batch)
         total = sum(losses.values())
         # One reduction and one host sync per step: logged values are global-batch means, and
         # every rank sees a NaN from any rank, so all stop together instead of hanging in backward.

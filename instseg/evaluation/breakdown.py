@@ -105,7 +105,9 @@ def ap_by_occlusion(gt: GroundTruth, results: Results, bins: Sequence[tuple[floa
     """One row ``{"bin": [lo, hi], "n_gt", "AP", "AP50", "AP75"}`` (percent) per occlusion-ratio bin.
 
     The protocol and the bin boundaries are described in the module docstring; ``n_gt`` counts the
-    non-crowd ground truth of the bin on the evaluated images.
+    non-crowd ground truth of the bin on the evaluated images. ``amodal`` and ``image_ids`` mean what
+    they mean in ``evaluate`` (amodal masks as ground truth, a subset of images such as COCO-OCC), so
+    a caller passes them on with the other options; the bins stay the annotations' ``occlusion_ratio``.
     """
     checked = _check_bins(bins)
     prepared = prepare(gt, results, iou_type, amodal, image_ids)

@@ -18,11 +18,11 @@ rows once, and returns one row per (variant, seed).
 from __future__ import annotations
 
 import copy
-import hashlib
-import inspect
+import itertools
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -33,50 +33,39 @@ from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign, box_iou, clip_boxes_to_image
 
 from instseg.data.dataset import CocoInstanceDataset
-from instseg.engine import InfiniteBatchSampler, TrainConfig, build_optimizer, derive_seed, lr_at
+from instseg.engine import InfiniteBatchSampler, TrainConfig, derive_seed
+from instseg.engine.checkpoint import atomic_save
 from instseg.engine.config import OPTIMIZERS
+from instseg.engine.trainer import Trainer
+from instseg.engine.validation import ValidationLoss
 from instseg.evaluation import DEFAULT_BINS, ap_by_occlusion, evaluate
 from instseg.models.inference import detections_to_coco, predict_batches
 from instseg.models.mask_heads import (
     MASK_HEADS,
-    FCNMaskHead,
+    OcclusionRCNNHead,  # noqa: F401 - moved to instseg.models.mask_heads.orcnn; importable here as before
     build_mask_head,
     count_parameters,
-    mask_head_loss,
+    detector_inputs,
+    head_hyperparameters,
     mask_head_targets,
     mask_probabilities,
 )
 from instseg.models.mask_heads.maskx import WeightTransferMaskHead
+from instseg.models.mask_heads.targets import image_mask_targets
 
 JITTER = 0.2  # each jittered box edge moves by up to this fraction of the box's width / height
 MIN_JITTER_IOU = 0.5  # a jittered box counts as a proposal of its instance, as in training
 BACKBONE_BATCH = 8  # images per backbone forward
 PREDICT_IMAGES = 32  # images whose ROIs go through the head together in evaluation
 HEAD_BATCH = 128  # ROIs per head forward in evaluation (512 ran slower on 2 CPU cores)
+DECAY_AT = 0.6  # the head schedule's 10x learning-rate decay, as a fraction of the iterations
+HEAD_FORMAT = 1  # the head-file layout written by save_head
+VAL_POINTS = 20  # validation-loss measurements per head run (the plateau check reads them)
 
 
-class OcclusionRCNNHead(nn.Module):
-    """ORCNN-style amodal baseline (Follmann et al.): two independent FCN heads on the same ROI
-    features, one for the amodal mask (``"mask"``, the evaluated output) and one for the visible
-    mask (``"visible_mask"``). ORCNN's third, occlusion-mask head is left out."""
-
-    def __init__(self, in_channels: int, conv_channels: int = 256, num_convs: int = 4) -> None:
-        super().__init__()
-        self.amodal = FCNMaskHead(in_channels, conv_channels, num_convs)
-        self.visible = FCNMaskHead(in_channels, conv_channels, num_convs)
-
-    def forward(self, roi_features: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
-        """ROI features [R, C, 14, 14] -> {"mask": amodal logits, "visible_mask": visible logits}."""
-        return {"mask": self.amodal(roi_features)["mask"], "visible_mask": self.visible(roi_features)["mask"]}
-
-    def loss(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Unweighted BCE of both masks (``loss_mask``, ``loss_visible_mask``)."""
-        return mask_head_loss(outputs, targets)
-
-
-# heads of the frozen-detector protocol only: ORCNN's two heads, and the MaskX-style weight
-# transfer, which reads the frozen detector's box weights (``class_embeddings``)
-HEADS = {**MASK_HEADS, "orcnn": OcclusionRCNNHead, "maskx": WeightTransferMaskHead}
+# The one registry of mask heads (an alias, kept for callers of this module): ORCNN and the
+# MaskX-style weight transfer live there beside the others.
+HEADS = MASK_HEADS
 
 
 @dataclass(frozen=True)
@@ -88,6 +77,11 @@ class HeadVariant:
     around the amodal boxes. ``mask_categories`` (partial supervision): only ROIs of instances of
     these category ids train the head (None: all); it needs ``occluder_rule="none"``, whose targets
     come from the ROI's own instance alone.
+
+    ``head_kwargs`` are plain hyperparameters (what :func:`config_key` keys a trained head by).
+    ``inputs`` are what a head derives from the frozen detector (MaskX's class embeddings: see
+    :meth:`for_detector`); they are not hyperparameters, so they stay out of the key and out of
+    comparisons (one ablation run has one detector).
     """
 
     name: str
@@ -97,11 +91,17 @@ class HeadVariant:
     amodal: bool = False
     label: str = ""
     mask_categories: tuple[int, ...] | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mask_categories is not None and self.occluder_rule != "none":
             raise ValueError(f"variant {self.name!r}: partial supervision needs occluder_rule='none' (occluder "
                              "targets would be built from the masks of unsupervised instances)")
+        head_hyperparameters(self.head, self.head_kwargs)  # fail here on an unknown head or a non-plain value
+
+    def for_detector(self, detector: nn.Module) -> HeadVariant:
+        """This variant with the inputs its head reads from ``detector`` (none for most heads)."""
+        return replace(self, inputs=detector_inputs(self.head, detector))
 
 
 def _bcnet(name: str, label: str, **flags: bool) -> HeadVariant:
@@ -129,10 +129,11 @@ TABLE_3_3 = (
     HeadVariant("t33_bilayer_fcn", "bilayer_fcn", label="bilayer, FCN"),
     HeadVariant("t33_bilayer_gcn", "bcnet", label="bilayer, GCN (BCNet)"),
 )
-# Tables 3.5 (COCOA) and 3.6 (KINS): amodal heads, scored with amodal AP.
+# Tables 3.5 (COCOA) and 3.6 (KINS): amodal heads, scored with amodal AP. Here both run on the one
+# benchmark, and Table 3.6's rows are configurations of Table 3.5 (same config_key): trained once.
 TABLE_3_5 = (
     HeadVariant("t35_amodal_mrcnn", "fcn", amodal=True, label="AmodalMRCNN (Mask R-CNN on amodal masks)"),
-    HeadVariant("t35_orcnn", "orcnn", amodal=True, label="ORCNN (visible + amodal heads)"),
+    HeadVariant("t35_orcnn", "orcnn", amodal=True, label="ORCNN (amodal + visible heads, occlusion mask)"),
     HeadVariant("t35_bcnet", "bcnet", amodal=True, label="BCNet"),
 )
 TABLE_3_6 = (
@@ -141,35 +142,23 @@ TABLE_3_6 = (
 )
 
 
-def build_head(variant: HeadVariant, in_channels: int, channels: int) -> nn.Module:
-    """The variant's head, ``channels`` wide (the same for every row of a table)."""
-    kwargs = {"in_channels": in_channels, "conv_channels": channels, **variant.head_kwargs}
-    if variant.head in MASK_HEADS:
-        return build_mask_head(variant.head, **kwargs)
-    return HEADS[variant.head](**kwargs)
-
-
-def _key_repr(value: Any) -> str:
-    """``repr`` of a head argument, tensors by shape and content (torch's repr elides the middle of
-    large tensors, so two different tensors can print alike)."""
-    if isinstance(value, Tensor):
-        digest = hashlib.sha1(value.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-        return f"Tensor{tuple(value.shape)}:{value.dtype}:{digest}"
-    return repr(value)
+def build_head(variant: HeadVariant, in_channels: int, channels: int, detector: nn.Module | None = None) -> nn.Module:
+    """The variant's head, ``channels`` wide (the same for every row of a table), from the one
+    registry (:func:`~instseg.models.mask_heads.build_mask_head`). A head with detector-derived
+    inputs reads them from ``detector`` when given, else takes the variant's ``inputs``."""
+    inputs = {} if detector is not None else dict(variant.inputs)
+    return build_mask_head(variant.head, in_channels, channels, detector=detector, **variant.head_kwargs, **inputs)
 
 
 def config_key(variant: HeadVariant) -> tuple:
-    """What a trained head depends on, defaults filled in: variants with equal keys (e.g. Table 3.2
-    row 3 and Table 3.3 row 4) are the same experiment and are trained once."""
-    if variant.head not in HEADS:
-        raise ValueError(f"unknown head {variant.head!r}; choose one of {sorted(HEADS)}")
-    factory = HEADS[variant.head]
-    bound = inspect.signature(factory).bind(in_channels=0, **variant.head_kwargs)
-    bound.apply_defaults()
-    arguments = tuple(sorted((k, _key_repr(v)) for k, v in bound.arguments.items()
-                             if k not in ("in_channels", "conv_channels")))
-    return (getattr(factory, "func", factory).__name__, arguments, variant.occluder_rule, variant.amodal,
-            variant.mask_categories)
+    """What a trained head depends on: the head's registry name and its plain hyperparameters,
+    defaults filled in, then the training targets. Variants with equal keys (e.g. Table 3.2 row 3
+    and Table 3.3 row 4) are the same experiment and are trained once. The width
+    (``conv_channels``) is the table's, and detector-derived inputs are the run's detector's, so
+    neither is part of the key."""
+    hyper = head_hyperparameters(variant.head, variant.head_kwargs)
+    arguments = tuple(sorted((k, repr(v)) for k, v in hyper.items() if k != "conv_channels"))
+    return (variant.head, arguments, variant.occluder_rule, variant.amodal, variant.mask_categories)
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,21 +339,15 @@ def jitter_boxes(boxes: Tensor, count: int, size: tuple[int, int], generator: to
     return jittered[keep], parents[keep]
 
 
-def _resolve_rule(rule: str, target: Mapping[str, Any]) -> str:
-    if rule == "auto":  # as RoIMaskBranch resolves it
-        return "depth" if "depth" in target else "reference"
-    return rule
-
-
 def roi_targets(target: Mapping[str, Any], rois: Tensor, matched: Tensor, occluder_rule: str, amodal: bool
                 ) -> dict[str, Tensor]:
     """Bool 28x28 targets of one image's ROIs, by the same rule as end-to-end training
     (:class:`~instseg.models.mask_branch.RoIMaskBranch`). With ``amodal``, ROIs are matched to
     amodal boxes, "mask"/"boundary" are the amodal mask and its contour, "visible_mask" is the
-    visible mask, and occluder targets stay the occluders' visible masks."""
-    rule = _resolve_rule(occluder_rule, target)
+    visible mask, and occluder targets stay the occluders' visible masks (by the depth rule with the
+    target's amodal masks when it has them: exact; see :func:`image_mask_targets`)."""
     boxes = target["amodal_boxes"] if amodal else target["boxes"]
-    targets = mask_head_targets(target["masks"], boxes, rois, matched, occluder=rule, depth=target.get("depth"))
+    targets = image_mask_targets(target, rois, matched, occluder_rule, boxes=boxes)
     if amodal:
         targets["visible_mask"] = targets.pop("mask")
         targets |= mask_head_targets(target["amodal_masks"], boxes, rois, matched, occluder="none")
@@ -415,20 +398,53 @@ def cache_roi_features(detector: nn.Module, dataset: CocoInstanceDataset, image_
 
 def _schedule(iters: int, batch_rois: int, lr: float, seed: int, optimizer: str = "adamw") -> TrainConfig:
     """The engine's config for a head run: warmup over the first 10% (at most 100 iterations),
-    one 10x decay at 80%, so the curve can flatten before the end."""
-    decay = int(0.8 * iters)
+    one 10x decay at 60%, so the curve can flatten before the plateau check's last 20%."""
+    decay = int(DECAY_AT * iters)
     return TrainConfig(max_iters=iters, optimizer=optimizer, lr=lr, batch_size=batch_rois,
                        warmup_iters=min(100, iters // 10), lr_steps=(decay,) if decay > 0 else (), seed=seed)
 
 
+def validation_rois(cache: RoiCache, count: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """A fixed, evenly spread batch of at most ``count`` ROIs of ``cache`` (the same for every
+    head trained on it), on which the validation loss is measured."""
+    keep = torch.linspace(0, len(cache) - 1, min(count, len(cache))).round().long().unique()
+    return cache.batch(keep)
+
+
+def roi_head_loss(head: nn.Module, batch: tuple[Tensor, Tensor, dict[str, Tensor]]) -> dict[str, Tensor]:
+    """The engine's loss function for a mask head on cached ROIs: its own loss beside it."""
+    features, labels, targets = batch
+    return head.loss(head(features, labels), targets)
+
+
+class RoiBatches:
+    """The engine's batch source over a ROI cache: iteration ``i`` gets ROIs ``pool[sampler(i)]``,
+    a pure function of the seed and the iteration (exact resume, and every variant trained with a
+    seed sees the same ROIs in the same order)."""
+
+    def __init__(self, cache: RoiCache, pool: Tensor, batch_rois: int, seed: int) -> None:
+        self.cache, self.pool = cache, pool
+        self.sampler = InfiniteBatchSampler(len(pool), batch_rois, seed)
+
+    def __call__(self, start: int) -> Iterator[tuple[Tensor, Tensor, dict[str, Tensor]]]:
+        for iteration in itertools.count(start):
+            yield self.cache.batch(self.pool[torch.as_tensor(self.sampler.global_batch(iteration))])
+
+
 def train_head(variant: HeadVariant, cache: RoiCache, iters: int, batch_rois: int, lr: float, seed: int,
-               channels: int, optimizer: str = "adamw", init: nn.Module | None = None) -> nn.Module:
+               channels: int, optimizer: str = "adamw", init: nn.Module | None = None,
+               val_cache: RoiCache | None = None, val_rois: int = 512, jitter_draw: float = 1.0,
+               out_dir: str | Path | None = None, resume: bool = False) -> nn.Module:
     """A fresh head (initialised from ``seed``, or a copy of ``init``'s weights: fine-tuning)
-    trained on minibatches of ``cache`` (a pure function of ``seed`` and the iteration, so every
-    variant sees the same ROI order for a given seed).
+    trained by the engine's :class:`~instseg.engine.Trainer` on minibatches of ``cache``. The seed
+    also draws which jittered ROIs the run trains on (every ground-truth box, and each jittered
+    copy with probability ``jitter_draw``), so seeds vary the training sample as a rerun on new
+    proposals would. With ``out_dir`` the run checkpoints there and can ``resume``.
 
     The returned head is in eval mode and carries ``loss_curve`` (total loss per iteration) and
-    ``train_seconds``.
+    ``train_seconds``; with ``val_cache`` (ROIs of held-out images, built by the same rule), also
+    ``val_curve`` (iteration, loss on a fixed batch of ``val_rois`` of them, ``VAL_POINTS``
+    times, the last at the end) and ``plateau`` (:func:`~instseg.engine.plateau.plateau_check`).
     """
     if variant.amodal != cache.amodal or variant.occluder_rule != cache.occluder_rule:
         raise ValueError(f"variant {variant.name!r} needs a cache with occluder_rule={variant.occluder_rule!r}, "
@@ -438,25 +454,55 @@ def train_head(variant: HeadVariant, cache: RoiCache, iters: int, batch_rois: in
     head = build_head(variant, cache.features.shape[1], channels)
     if init is not None:
         head.load_state_dict(init.state_dict())
-    params = [p for p in head.parameters() if p.requires_grad]
-    opt = build_optimizer(params, config)
-    sampler = InfiniteBatchSampler(len(cache), batch_rois, derive_seed(seed, 1))
-    curve = []
-    head.train()
+    draw = torch.rand(len(cache), generator=torch.Generator().manual_seed(derive_seed(seed, 2))) < jitter_draw
+    pool = torch.nonzero(cache.is_gt | draw).squeeze(1)
+    curve: list[float] = []
+    callbacks: list[Callable[[int, dict[str, float]], None]] = [lambda it, row: curve.append(row["loss"])]
+    validation = None
+    if val_cache is not None:
+        features, labels, targets = validation_rois(val_cache, val_rois)
+        chunks = [(f, lab, {k: v[i:i + HEAD_BATCH] for k, v in targets.items()})
+                  for i, f, lab in zip(range(0, len(features), HEAD_BATCH), features.split(HEAD_BATCH),
+                                       labels.split(HEAD_BATCH))]
+        validation = ValidationLoss(head, chunks, iters, points=VAL_POINTS, loss_fn=roi_head_loss)
+        callbacks.append(validation)
+    trainer = Trainer(head, None, config, out_dir, callbacks=callbacks, loss_fn=roi_head_loss,
+                      batches=RoiBatches(cache, pool, batch_rois, derive_seed(seed, 1)), device="cpu")
     start = time.perf_counter()
-    for iteration in range(iters):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(iteration, lr, warmup_iters=config.warmup_iters, warmup_factor=config.warmup_factor,
-                                steps=config.lr_steps, gamma=config.gamma)
-        features, labels, targets = cache.batch(sampler.global_batch(iteration))
-        loss = sum(head.loss(head(features, labels), targets).values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        curve.append(loss.item())
+    trainer.train(resume=resume)
     head.loss_curve = curve
     head.train_seconds = time.perf_counter() - start
+    if validation is not None:
+        head.val_curve = validation.curve()
+        head.plateau = validation.check()
     return head.eval()
+
+
+def save_head(head: nn.Module, variant: HeadVariant, channels: int, seed: int, path: str | Path) -> Path:
+    """Write a trained head atomically with what rebuilds it (:func:`load_head`): the variant's
+    registry name, plain hyperparameters, width and seed."""
+    blob = {"format": HEAD_FORMAT, "variant": variant.name, "head": variant.head, "head_kwargs": variant.head_kwargs,
+            "occluder_rule": variant.occluder_rule, "amodal": variant.amodal, "channels": channels, "seed": seed,
+            "in_channels": _in_channels(head), "state_dict": head.state_dict()}
+    atomic_save(blob, Path(path))
+    return Path(path)
+
+
+def load_head(path: str | Path, detector: nn.Module | None = None) -> tuple[nn.Module, HeadVariant, dict[str, Any]]:
+    """A head saved by :func:`save_head`, in eval mode, with its variant and the saved record (seed,
+    channels). ``detector`` supplies detector-derived inputs to heads that need them."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if blob.get("format") != HEAD_FORMAT:
+        raise ValueError(f"{path}: not a head file of format {HEAD_FORMAT} (got {blob.get('format')!r})")
+    variant = HeadVariant(blob["variant"], blob["head"], blob["head_kwargs"], blob["occluder_rule"], blob["amodal"])
+    head = build_head(variant, blob["in_channels"], blob["channels"], detector)
+    head.load_state_dict(blob["state_dict"])
+    return head.eval(), variant, {k: v for k, v in blob.items() if k != "state_dict"}
+
+
+def _in_channels(head: nn.Module) -> int:
+    first = next(m for m in head.modules() if isinstance(m, nn.Conv2d))
+    return int(first.in_channels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,6 +612,9 @@ class AblationConfig:
     jitter_per_gt: int = 2
     train_images: int | None = None  # the first N images of the training set (None: all)
     cache_seed: int = 0
+    val_images: int = 64  # held-out images whose ROIs give each run's validation loss (plateau check)
+    val_rois: int = 512
+    jitter_draw: float = 0.75  # each seed trains on its own draw of this share of the jittered ROIs
     boxes: str = "detector"
     bins: tuple[tuple[float, float], ...] | None = DEFAULT_BINS
 
@@ -663,7 +712,7 @@ def run_ablation(variants: Sequence[HeadVariant], seeds: Sequence[int], detector
                  results: dict[tuple[str, int, str], list[dict]] | None = None,
                  heads: dict[tuple[str, int], nn.Module] | None = None,
                  caches: dict[tuple[str, bool], RoiCache] | None = None,
-                 inputs: EvalInputs | None = None) -> pd.DataFrame:
+                 inputs: EvalInputs | None = None, val_set: CocoInstanceDataset | None = None) -> pd.DataFrame:
     """Train every distinct configuration of ``variants`` once per seed on the frozen ``detector``
     and score it on every eval set (``name -> EvalSet`` or ``(gt, dataset[, image_ids])``).
 
@@ -680,9 +729,14 @@ def run_ablation(variants: Sequence[HeadVariant], seeds: Sequence[int], detector
     or to draw its outputs; ``caches``, when given, is used and filled with the training caches
     under (occluder rule, amodal), e.g. to train more heads on them afterwards; ``inputs``,
     when given, supplies (and keeps) the detections and backbone features of the eval datasets,
-    to share them with later evaluations on the same detector.
+    to share them with later evaluations on the same detector. ``val_set`` (default: the first eval
+    set's dataset) gives the first ``cfg.val_images`` images whose ROIs measure each run's
+    validation loss, for the plateau check (columns ``plateau_passed``, ``plateau_improvement``,
+    ``plateau`` and ``val_curve``); their val caches are kept in ``caches`` under
+    ``("val", occluder rule, amodal)``.
     """
     sets = {name: es if isinstance(es, EvalSet) else EvalSet(*es) for name, es in eval_sets.items()}
+    val_set = next(iter(sets.values())).dataset if val_set is None else val_set
     groups = unique_variants(variants)
     indices = list(range(len(train_set)))[:cfg.train_images]
     inputs = EvalInputs(detector, cfg.boxes) if inputs is None else inputs.check(cfg.boxes, detector)
@@ -693,17 +747,23 @@ def run_ablation(variants: Sequence[HeadVariant], seeds: Sequence[int], detector
         key = (trained.occluder_rule, trained.amodal)
         if key not in caches:
             caches[key] = cache_roi_features(detector, train_set, indices, cfg.jitter_per_gt, cfg.cache_seed, *key)
-        cache = caches[key]
+        if ("val", *key) not in caches:
+            caches[("val", *key)] = cache_roi_features(detector, val_set, range(min(cfg.val_images, len(val_set))),
+                                                       cfg.jitter_per_gt, cfg.cache_seed, *key)
+        cache, val_cache = caches[key], caches[("val", *key)]
         if trained.mask_categories is not None:
             cache = cache.of_categories(trained.mask_categories)
+            val_cache = val_cache.of_categories(trained.mask_categories)
         for seed in seeds:
             head = train_head(trained, cache, cfg.iters, cfg.batch_rois, cfg.lr, seed, cfg.channels,
-                              cfg.optimizer)
+                              cfg.optimizer, val_cache=val_cache, val_rois=cfg.val_rois, jitter_draw=cfg.jitter_draw)
             metrics, per_set = evaluate_head(head, trained.amodal, sets, inputs, cfg)
             common = {"config": trained.name, "head": trained.head, "amodal": trained.amodal, "seed": seed,
                       "params": count_parameters(head), "train_seconds": head.train_seconds,
                       "seconds_per_iter": head.train_seconds / cfg.iters, "final_loss": head.loss_curve[-1],
-                      "loss_curve": head.loss_curve, **metrics}
+                      "loss_curve": head.loss_curve, "val_curve": head.val_curve,
+                      "plateau_passed": head.plateau.passed, "plateau_improvement": head.plateau.improvement,
+                      "plateau": head.plateau.as_dict(), **metrics}
             for variant in members:
                 rows.setdefault(variant.name, []).append({"variant": variant.name, "label": variant.label, **common})
                 if heads is not None:

@@ -17,7 +17,7 @@ head trained on none, so no novel mask shaped its features):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -37,7 +37,7 @@ from instseg.experiments.head_ablation import (
     train_head,
 )
 from instseg.models.grabcut import grabcut_results
-from instseg.models.mask_heads import count_parameters
+from instseg.models.mask_heads import count_parameters, detector_inputs
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # our split half -> the paper's name for the half in the same role (A holds the "voc" role)
@@ -74,20 +74,26 @@ def _variant(head: str, base: tuple[int, ...] | None, tag: str, label: str, **kw
     return HeadVariant(f"{head}_{tag}", head, dict(kwargs), occluder_rule="none", mask_categories=base, label=label)
 
 
-def partial_variants(dirs: Sequence[Direction], ablation: bool = False,
+def partial_variants(dirs: Sequence[Direction], ablation: bool = False, detector: nn.Module | None = None,
                      class_embeddings: Tensor | None = None) -> list[HeadVariant]:
     """Per direction the class-agnostic Mask R-CNN head and CPMask on the base masks, and, given
-    the frozen detector's ``class_embeddings`` (:func:`~instseg.models.mask_heads.maskx.box_predictor_embeddings`),
-    the MaskX-style weight-transfer head (with ``ablation``, also CPMask without the boundary
-    module, without the affinity unit and with an unsupervised affinity); then the two oracles,
-    on every mask."""
+    the frozen ``detector``, the MaskX-style weight-transfer head, which reads its class
+    embeddings from the detector's box predictor when it is built (with ``ablation``, also CPMask
+    without the boundary module, without the affinity unit and with an unsupervised affinity);
+    then the two oracles, on every mask. ``class_embeddings`` (those of
+    :func:`~instseg.models.mask_heads.maskx.box_predictor_embeddings`) may stand in for the
+    detector; either way they are build inputs of the variant, not hyperparameters."""
+    if detector is not None and class_embeddings is not None:
+        raise ValueError("give the detector or its class embeddings, not both")
+    maskx_inputs = (detector_inputs("maskx", detector) if detector is not None
+                    else None if class_embeddings is None else {"class_embeddings": class_embeddings})
     variants = []
     for d in dirs:
         variants += [_variant("fcn", d.base, d.base_name, "Mask R-CNN (class-agnostic)"),
                      _variant("cpmask", d.base, d.base_name, "CPMask")]
-        if class_embeddings is not None:
-            variants.append(_variant("maskx", d.base, d.base_name, "MaskX R-CNN (weight transfer)",
-                                     class_embeddings=class_embeddings))
+        if maskx_inputs is not None:
+            variants.append(replace(_variant("maskx", d.base, d.base_name, "MaskX R-CNN (weight transfer)"),
+                                    inputs=maskx_inputs))
         if ablation:
             variants += [
                 HeadVariant(f"cpmask_noboundary_{d.base_name}", "cpmask", {"boundary": False}, "none",
@@ -122,17 +128,18 @@ def long_rows(runs: pd.DataFrame, dirs: Sequence[Direction]) -> pd.DataFrame:
 
 
 def grabcut_rows(inputs: EvalInputs, dataset: CocoInstanceDataset, gt: dict, dirs: Sequence[Direction],
-                 iterations: int = 5) -> pd.DataFrame:
+                 iterations: int = 5, seeds: Sequence[int] = (0,)) -> pd.DataFrame:
     """Mask GrabCut on the boxes the heads are evaluated on (``inputs``) of each direction's novel
-    categories: one deterministic row per direction (seed 0)."""
+    categories. It has no randomness, so its one result stands for every seed of ``seeds`` (one
+    identical row each), which lets it pair with the heads' seeds."""
     images = [dataset[i][0] for i in range(len(dataset))]
     rows = []
     for d in dirs:
         dets = detections_of_categories(inputs.detections(dataset, False), dataset, set(d.novel))
         results = grabcut_results(images, dataset.image_ids, dets, dataset.label_to_category_id, iterations)
         metrics = evaluate(gt, results, "segm", category_ids=d.novel)
-        rows.append({"direction": d.name, "variant": "grabcut", "label": "Mask GrabCut", "seed": 0, "params": 0,
-                     **{m: metrics[m] for m in METRICS}})
+        rows += [{"direction": d.name, "variant": "grabcut", "label": "Mask GrabCut", "seed": seed, "params": 0,
+                  **{m: metrics[m] for m in METRICS}} for seed in seeds]
     return pd.DataFrame(rows)
 
 
@@ -168,7 +175,8 @@ def run_few_shot(inputs: EvalInputs, train_gt: dict, cache: RoiCache, base_heads
                 "CPMask (no base)": (variants["cpmask"], cfg.iters, cfg.lr, None),
             }
             for method, (variant, iters, lr, init) in runs.items():
-                plain = HeadVariant(variant.name, variant.head, variant.head_kwargs, "none", label=method)
+                plain = HeadVariant(variant.name, variant.head, variant.head_kwargs, "none", label=method,
+                                    inputs=variant.inputs)
                 head = train_head(plain, subset, iters, cfg.batch_rois, lr, seed, cfg.channels, cfg.optimizer,
                                   init=init)
                 metrics, _ = evaluate_head(head, False, sets, inputs, cfg)

@@ -5,7 +5,7 @@ paired per-instance bootstrap between two heads scored on the same detections.""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -73,3 +73,45 @@ def paired_bootstrap(per_instance_a: Sequence[float] | pd.Series, per_instance_b
     means = np.array([diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(n)])
     low, high = np.percentile(means, [2.5, 97.5])
     return float(diff.mean()), (float(low), float(high))
+
+
+def instance_ious(gt: dict, results_by_seed: Mapping[int, Sequence[dict]], image_ids: Iterable[int] | None = None,
+                  category_ids: Iterable[int] | None = None, amodal: bool = False) -> pd.DataFrame:
+    """Per-instance mask IoU (:func:`per_instance_iou`) of one head, one column per seed, over the
+    ground truth of ``image_ids`` / ``category_ids`` only (None: all): the table a paired
+    comparison of two heads on the same detections takes (:func:`~instseg.experiments.comparison.compare`)."""
+    keep_images = None if image_ids is None else set(image_ids)
+    keep_categories = None if category_ids is None else set(category_ids)
+    anns = [a for a in gt["annotations"]
+            if (keep_images is None or a["image_id"] in keep_images)
+            and (keep_categories is None or a["category_id"] in keep_categories)]
+    sub = {**gt, "annotations": anns}
+    images = {a["image_id"] for a in anns}
+    columns = {seed: per_instance_iou(sub, [r for r in results if r["image_id"] in images], amodal)
+               for seed, results in results_by_seed.items()}
+    return pd.DataFrame(columns)
+
+
+def bin_quality(gt: dict, ious: pd.DataFrame, bins: Sequence[tuple[float, float]], iou_threshold: float = 0.5
+                ) -> pd.DataFrame:
+    """Per occlusion bin: instance count, recall at ``iou_threshold`` and mean IoU of the matched
+    (IoU >= threshold) instances, averaged over the seed columns of ``ious``.
+
+    Unlike AP per bin (OVIS-style: every unmatched detection is a false positive in every bin, which
+    depresses sparse bins), these look at each bin's instances alone. Bins are ``lo <= r < hi``,
+    the last one closed, as in :mod:`instseg.evaluation.breakdown`.
+    """
+    ratio = pd.Series({a["id"]: float(a.get("occlusion_ratio", 0.0)) for a in gt["annotations"]}).reindex(ious.index)
+    if ratio.isna().any():
+        raise ValueError("some instances of the IoU table are not in the ground truth")
+    top = max(hi for _, hi in bins)
+    rows = []
+    for lo, hi in bins:
+        inside = (ratio >= lo) & ((ratio < hi) | ((hi == top) & (ratio <= hi)))
+        sub = ious[inside.to_numpy()]
+        matched = sub >= iou_threshold
+        rows.append({"bin": f"{lo:g}-{hi:g}", "instances": int(inside.sum()),
+                     "recall": float(matched.mean().mean()) if len(sub) else float("nan"),
+                     "matched_mean_iou": float(sub.where(matched).mean().mean()) if matched.to_numpy().any()
+                     else float("nan")})
+    return pd.DataFrame(rows)
