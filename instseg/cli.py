@@ -202,7 +202,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from instseg.data.dataset import CocoInstanceDataset
     from instseg.engine.runs import load_run
 
+    from instseg.models.detectors import mask_branch_of
+
     model, spec = load_run(args.checkpoint)
+    mask_branch_of(model).return_maps = args.extra_maps  # occluder maps and contours only when written
     gt = args.json if args.json else image_folder_coco(args.images)
     dataset = CocoInstanceDataset(gt, args.images)
     viz = Path(args.viz) if args.viz else None

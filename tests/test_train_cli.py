@@ -64,6 +64,11 @@ def test_train_predict_eval_on_user_data(tmp_path: Path, model: str, detector: s
     assert {r["category_id"] for r in records} <= {5, 17}
     assert {r["image_id"] for r in records} <= {100, 101, 102, 103}
     assert len(list((tmp_path / "viz").glob("*.png"))) == 4
+    plain = tmp_path / "plain.json"  # without --extra-maps the bilayer maps are neither computed nor written
+    assert main(["predict", "--checkpoint", str(run), "--images", images, "--json", str(gt), "--out", str(plain)]) == 0
+    assert not any(key.startswith("occlu") for r in json.loads(plain.read_text()) for key in r)
+    if model == "bcnet":
+        assert any(key.startswith("occluder") for r in records for key in r)
     capsys.readouterr()
     assert main(["eval", "--gt", str(gt), "--dt", str(results), "--out", str(tmp_path / "m.json")]) == 0
     assert "AP" in json.loads((tmp_path / "m.json").read_text())

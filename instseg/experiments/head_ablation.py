@@ -39,6 +39,7 @@ from instseg.engine.config import OPTIMIZERS
 from instseg.engine.trainer import Trainer
 from instseg.engine.validation import ValidationLoss
 from instseg.evaluation import DEFAULT_BINS, ap_by_occlusion, evaluate
+from instseg.models.detectors import detector_parts, with_head  # noqa: F401 - with_head: the notebooks' end-to-end swap
 from instseg.models.inference import detections_to_coco, predict_batches
 from instseg.models.mask_heads import (
     MASK_HEADS,
@@ -50,7 +51,6 @@ from instseg.models.mask_heads import (
     mask_head_targets,
     mask_probabilities,
 )
-from instseg.models.mask_heads.maskx import WeightTransferMaskHead
 from instseg.models.mask_heads.targets import image_mask_targets
 
 JITTER = 0.2  # each jittered box edge moves by up to this fraction of the box's width / height
@@ -165,13 +165,6 @@ def config_key(variant: HeadVariant) -> tuple:
 # Frozen detector: parts, backbone passes, detections
 
 
-def detector_parts(detector: nn.Module) -> tuple[nn.Module, nn.Module, MultiScaleRoIAlign]:
-    """(transform, backbone, mask-branch ROI pooler) of a Faster R-CNN or FCOS detector."""
-    if hasattr(detector, "roi_heads"):
-        return detector.transform, detector.backbone, detector.roi_heads.mask_branch.roi_pool
-    return detector.fcos.transform, detector.fcos.backbone, detector.mask_branch.roi_pool
-
-
 @dataclass
 class BackboneOutput:
     """One image after the frozen backbone: the FPN levels its mask pooler reads ([1, C, h, w]) and sizes."""
@@ -213,17 +206,6 @@ def roi_features(detector: nn.Module, dataset: CocoInstanceDataset, index: int, 
     the frozen detector's mask pooler sees them: what a figure of one head's ROI outputs needs."""
     item = next(_backbone_passes(detector, dataset, [index]))
     return _pool(detector_parts(detector)[2], item, boxes)
-
-
-def with_head(detector: nn.Module, head: nn.Module) -> nn.Module:
-    """A copy of ``detector`` whose mask branch runs ``head``, so a head trained on the frozen
-    features predicts end to end, extra outputs (``occluder_masks``, contours) pasted to image size
-    like ``masks``. The weight-transfer head gets the detections' labels; the others are
-    class-agnostic."""
-    model = copy.deepcopy(detector)
-    branch = model.roi_heads.mask_branch if hasattr(model, "roi_heads") else model.mask_branch
-    branch.head, branch.class_specific = copy.deepcopy(head), isinstance(head, WeightTransferMaskHead)
-    return model.eval()
 
 
 @torch.no_grad()

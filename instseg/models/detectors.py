@@ -8,6 +8,7 @@ used as a dependency: its RPN, box head, FCOS head and losses are reused unchang
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import Any
 
@@ -22,6 +23,7 @@ from torchvision.ops import MultiScaleRoIAlign, box_iou
 from instseg.models.backbones import build_backbone
 from instseg.models.mask_branch import OUTPUT_KEYS, RoIMaskBranch
 from instseg.models.mask_heads import build_mask_head
+from instseg.models.mask_heads.maskx import WeightTransferMaskHead
 
 EXTRA_MAP_KEYS = tuple(v for v in OUTPUT_KEYS.values() if v != "masks")
 
@@ -211,3 +213,27 @@ def build_detector(detector: str, num_classes: int, mask_head: str = "bcnet", he
                               max_rois_per_image, fpn_channels, mask_labels)
         return FCOSInstance(fcos, branch)
     raise ValueError(f"unknown detector {detector!r}; choose 'frcnn' or 'fcos'")
+
+
+def detector_parts(detector: nn.Module) -> tuple[nn.Module, nn.Module, MultiScaleRoIAlign]:
+    """(transform, backbone, mask-branch ROI pooler) of a Faster R-CNN or FCOS detector built here:
+    what a head trained on the frozen detector's features needs to see them as its mask branch did."""
+    if hasattr(detector, "roi_heads"):
+        return detector.transform, detector.backbone, detector.roi_heads.mask_branch.roi_pool
+    return detector.fcos.transform, detector.fcos.backbone, detector.mask_branch.roi_pool
+
+
+def mask_branch_of(detector: nn.Module) -> RoIMaskBranch:
+    """The ROI mask branch of a Faster R-CNN or FCOS detector built here."""
+    return detector.roi_heads.mask_branch if hasattr(detector, "roi_heads") else detector.mask_branch
+
+
+def with_head(detector: nn.Module, head: nn.Module) -> nn.Module:
+    """A copy of ``detector`` whose mask branch runs ``head``, so a head trained on the frozen
+    features predicts end to end, extra outputs (``occluder_masks``, contours) pasted to image size
+    like ``masks``. The weight-transfer head gets the detections' labels; the others are
+    class-agnostic."""
+    model = copy.deepcopy(detector)
+    branch = mask_branch_of(model)
+    branch.head, branch.class_specific = copy.deepcopy(head), isinstance(head, WeightTransferMaskHead)
+    return model.eval()
