@@ -234,7 +234,7 @@ def test_occluder_targets_of_occluded_shapes_come_from_annotated_occluders(smoke
     """The dataset's amodal masks reach the depth rule on the training call path, so every pixel of
     an occluder target belongs to an object the benchmark lists in ``occluder_ids`` (the box-region
     fallback would also take closer objects that merely lie in the box)."""
-    from instseg.experiments.head_ablation import roi_targets
+    from instseg.experiments.frozen_heads import roi_targets
     from instseg.models.mask_heads.targets import project_masks_on_boxes
 
     ds = CocoInstanceDataset(smoke_dir / "annotations" / "val.json", smoke_dir / "images")

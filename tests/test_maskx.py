@@ -9,8 +9,11 @@ import torch
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-from instseg.experiments import head_ablation as ha
+from instseg.engine import InfiniteBatchSampler, derive_seed
+from instseg.experiments import frozen_heads as fh
 from instseg.experiments import partial_supervision as ps
+from instseg.models.detectors import with_head
+from instseg.models.mask_heads import MASK_HEADS
 from instseg.models.mask_heads.maskx import WeightTransferMaskHead, box_predictor_embeddings
 
 
@@ -137,19 +140,19 @@ def test_class_embeddings_are_build_inputs_not_hyperparameters() -> None:
     for detector in detectors:
         detector.roi_heads = nn.Module()
         detector.roi_heads.box_predictor = FastRCNNPredictor(6, num_classes=3)
-    plain = ha.HeadVariant("x", "maskx", {"hidden": 8}, "none")
+    plain = fh.HeadVariant("x", "maskx", {"hidden": 8}, "none")
     a, b = (plain.for_detector(d) for d in detectors)
     assert not torch.equal(a.inputs["class_embeddings"], b.inputs["class_embeddings"])
-    assert ha.config_key(a) == ha.config_key(b) == ha.config_key(plain) == (
+    assert fh.config_key(a) == fh.config_key(b) == fh.config_key(plain) == (
         "maskx", (("hidden", "8"), ("num_convs", "4")), "none", False, None)
     assert a == b and "class_embeddings" not in repr(a)
     with pytest.raises(ValueError, match="derived from the frozen detector"):
-        ha.HeadVariant("y", "maskx", {"class_embeddings": torch.zeros(3, 30)}, "none")
-    head = ha.build_head(plain, 4, 8, detector=detectors[1])
+        fh.HeadVariant("y", "maskx", {"class_embeddings": torch.zeros(3, 30)}, "none")
+    head = fh.build_head(plain, 4, 8, detector=detectors[1])
     assert torch.equal(head.class_embeddings, b.inputs["class_embeddings"])
-    assert torch.equal(ha.build_head(a, 4, 8).class_embeddings, a.inputs["class_embeddings"])
+    assert torch.equal(fh.build_head(a, 4, 8).class_embeddings, a.inputs["class_embeddings"])
     with pytest.raises(ValueError, match="pass detector="):
-        ha.build_head(plain, 4, 8)
+        fh.build_head(plain, 4, 8)
 
 
 def test_weight_transfer_rows_on_the_frozen_detector(smoke_frozen: dict) -> None:
@@ -166,19 +169,18 @@ def test_weight_transfer_rows_on_the_frozen_detector(smoke_frozen: dict) -> None
     assert given == variants and torch.equal(given[0].inputs["class_embeddings"], emb)
     assert [v.name for v in ps.partial_variants(dirs)] == ["fcn_A", "cpmask_A", "fcn_B", "cpmask_B", "fcn_oracle",
                                                           "cpmask_oracle"]
-    cfg = ha.AblationConfig(iters=3, batch_rois=8, channels=16, jitter_per_gt=1, bins=None)
-    heads, caches = {}, {}
+    cfg = fh.AblationConfig(iters=3, batch_rois=8, channels=16, jitter_per_gt=1, bins=None)
     eval_sets = ps.novel_eval_sets(smoke_frozen["val_gt"], smoke_frozen["val"], dirs)
-    runs = ha.run_ablation(variants, [0], detector, smoke_frozen["train"], eval_sets, cfg, heads=heads, caches=caches)
-    assert list(runs["variant"]) == ["maskx_A", "maskx_B"] and runs["novel_B_AP"].notna().all()
-    cache = caches[("none", False)]
+    run = fh.run_ablation(variants, [0], detector, smoke_frozen["train"], eval_sets, cfg)
+    assert list(run.runs["variant"]) == ["maskx_A", "maskx_B"] and run.runs["novel_B_AP"].notna().all()
+    cache = run.caches[("none", False)]
     label_of = smoke_frozen["train"].label_to_category_id
     assert all(label_of[label] == category for label, category in zip(cache.labels.tolist(),
                                                                       cache.category_ids.tolist()))
-    gt_boxes = ha.gt_detections(smoke_frozen["val"])
-    records = ha.predict_masks(detector, heads[("maskx_A", 0)], smoke_frozen["val"], gt_boxes)
+    gt_boxes = fh.gt_detections(smoke_frozen["val"])
+    records = fh.predict_masks(detector, run.heads[("maskx_A", 0)], smoke_frozen["val"], gt_boxes)
     assert len(records) == sum(len(d["boxes"]) for d in gt_boxes) > 0
-    model = ha.with_head(detector, heads[("maskx_A", 0)])
+    model = with_head(detector, run.heads[("maskx_A", 0)])
     assert model.roi_heads.mask_branch.class_specific
     images = [smoke_frozen["val"][i][0] for i in range(2)]
     with torch.no_grad():
@@ -188,7 +190,7 @@ def test_weight_transfer_rows_on_the_frozen_detector(smoke_frozen: dict) -> None
 
 def test_labels_follow_the_rois_into_the_head_in_training(smoke_frozen: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """What ``train_head`` feeds a class-specific head: each ROI's own label, as the cache holds it."""
-    cache = ha.cache_roi_features(smoke_frozen["detector"], smoke_frozen["train"], range(4), 1, 0, "none")
+    cache = fh.cache_roi_features(smoke_frozen["detector"], smoke_frozen["train"], range(4), 1, 0, "none")
     seen: list[torch.Tensor] = []
 
     class Recording(WeightTransferMaskHead):
@@ -197,11 +199,11 @@ def test_labels_follow_the_rois_into_the_head_in_training(smoke_frozen: dict, mo
             return super().forward(roi_features, labels)
 
     emb = box_predictor_embeddings(smoke_frozen["detector"].roi_heads.box_predictor)
-    monkeypatch.setitem(ha.HEADS, "maskx", Recording)
-    ha.train_head(ha.HeadVariant("x", "maskx", occluder_rule="none").for_detector(smoke_frozen["detector"]), cache,
+    monkeypatch.setitem(MASK_HEADS, "maskx", Recording)
+    fh.train_head(fh.HeadVariant("x", "maskx", occluder_rule="none").for_detector(smoke_frozen["detector"]), cache,
                   4, 8, 1e-3, 0, 16)
     assert torch.equal(emb, box_predictor_embeddings(smoke_frozen["detector"].roi_heads.box_predictor))
     assert len(seen) == 4
-    sampler_rois = [ha.InfiniteBatchSampler(len(cache), 8, ha.derive_seed(0, 1)).global_batch(i) for i in range(4)]
+    sampler_rois = [InfiniteBatchSampler(len(cache), 8, derive_seed(0, 1)).global_batch(i) for i in range(4)]
     for labels, rois in zip(seen, sampler_rois):
         assert torch.equal(labels, cache.labels[torch.as_tensor(rois)])

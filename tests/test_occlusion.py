@@ -149,7 +149,7 @@ def _projected(mask: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
 def test_cached_roi_targets_pass_amodal_masks_to_the_depth_rule() -> None:
     """The frozen-detector cache's target builder (``roi_targets``): with the target's amodal masks
     D is no occluder of A; only data without them falls back to the box region (D counts)."""
-    from instseg.experiments.head_ablation import roi_targets
+    from instseg.experiments.frozen_heads import roi_targets
 
     target = depth_target()
     a_box = target["boxes"][:1]

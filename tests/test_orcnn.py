@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.ops import MultiScaleRoIAlign
 
 from instseg.data.dataset import CocoInstanceDataset
-from instseg.experiments import head_ablation as ha
+from instseg.experiments import frozen_heads as fh
 from instseg.models.detectors import build_detector
 from instseg.models.mask_branch import RoIMaskBranch
 from instseg.models.mask_heads import MASK_HEADS, OcclusionRCNNHead, build_mask_head, occlusion_targets
@@ -196,21 +196,21 @@ def test_the_occlusion_term_changes_the_amodal_trajectory_even_from_the_same_sta
 
 
 @pytest.fixture(scope="module")
-def amodal_cache(smoke_dir: Path) -> ha.RoiCache:
+def amodal_cache(smoke_dir: Path) -> fh.RoiCache:
     torch.manual_seed(0)
     detector = build_detector("frcnn", 10, "fcn", {"conv_channels": 16}, fpn_channels=16, min_size=64, max_size=64)
     train = CocoInstanceDataset(smoke_dir / "annotations" / "train.json", smoke_dir / "images")
-    return ha.cache_roi_features(detector, train, range(6), jitter_per_gt=1, seed=0, amodal=True)
+    return fh.cache_roi_features(detector, train, range(6), jitter_per_gt=1, seed=0, amodal=True)
 
 
-def test_orcnn_amodal_logits_differ_from_amodal_mrcnn_under_the_same_seed(amodal_cache: ha.RoiCache) -> None:
+def test_orcnn_amodal_logits_differ_from_amodal_mrcnn_under_the_same_seed(amodal_cache: fh.RoiCache) -> None:
     """Table 3.5's two rows, trained by the ablation's own loop under one seed: before, ORCNN's
     evaluated (amodal) output was AmodalMRCNN's to the last bit."""
-    mrcnn_variant, orcnn_variant = ha.TABLE_3_5[0], ha.TABLE_3_5[1]
+    mrcnn_variant, orcnn_variant = fh.TABLE_3_5[0], fh.TABLE_3_5[1]
     assert (mrcnn_variant.head, orcnn_variant.head) == ("fcn", "orcnn")
-    assert ha.config_key(mrcnn_variant) != ha.config_key(orcnn_variant)
+    assert fh.config_key(mrcnn_variant) != fh.config_key(orcnn_variant)
     features = amodal_cache.batch(range(8))[0]
-    heads = [ha.train_head(v, amodal_cache, 4, 8, 1e-3, 0, 16) for v in (mrcnn_variant, orcnn_variant)]
+    heads = [fh.train_head(v, amodal_cache, 4, 8, 1e-3, 0, 16) for v in (mrcnn_variant, orcnn_variant)]
     with torch.no_grad():
         mrcnn, orcnn = (head(features)["mask"] for head in heads)
     assert mrcnn.shape == orcnn.shape == (8, 1, 28, 28)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign
@@ -16,7 +17,7 @@ from instseg.data.occluded_shapes import categories_json
 from instseg.data.splits import COCO_VOC_CATEGORY_IDS, category_split, few_shot_annotation_ids, parse_mask_categories
 from instseg.errors import InputError
 from instseg.experiments import partial_supervision as ps
-from instseg.experiments.head_ablation import (
+from instseg.experiments.frozen_heads import (
     AblationConfig,
     EvalInputs,
     HeadVariant,
@@ -172,15 +173,21 @@ def test_partial_supervision_and_few_shot_tables_on_the_smoke_benchmark(smoke_fr
     dirs = ps.directions(categories_json(), ("A", "B"))
     assert [d.name for d in dirs] == ["A → B", "B → A"] and dirs[0].paper_name == "voc → non-voc"
     cfg = AblationConfig(iters=3, batch_rois=8, channels=16, jitter_per_gt=1, bins=None)
-    heads, caches = {}, {}
     inputs = EvalInputs(smoke_frozen["detector"], cfg.boxes)
     eval_sets = ps.novel_eval_sets(smoke_frozen["val_gt"], smoke_frozen["val"], dirs)
-    runs = run_ablation(ps.partial_variants(dirs), [0], smoke_frozen["detector"], smoke_frozen["train"], eval_sets,
-                        cfg, heads=heads, caches=caches, inputs=inputs)
-    assert len(runs) == 6 and "novel_B_APm" in runs
-    rows = ps.long_rows(runs, dirs)
+    run = run_ablation(ps.partial_variants(dirs), [0], smoke_frozen["detector"], smoke_frozen["train"], eval_sets,
+                       cfg, inputs=inputs)
+    assert len(run.runs) == 6 and "novel_B_APm" in run.runs and run.inputs is inputs
+    rows = ps.long_rows(run, dirs)
     assert len(rows) == 8 and set(rows["direction"]) == {"A → B", "B → A"}
     assert set(rows[rows["direction"] == "A → B"]["variant"]) == {"fcn_A", "cpmask_A", "fcn_oracle", "cpmask_oracle"}
+    # the same numbers as the wide table's columns of each direction's novel set
+    for d in dirs:
+        mine = rows[rows["direction"] == d.name].set_index(["variant", "seed"])
+        wide = run.runs.set_index(["variant", "seed"]).loc[mine.index]
+        for m in ps.METRICS:
+            pd.testing.assert_series_equal(mine[m], wide[f"novel_{d.novel_name}_{m}"], check_names=False)
+    heads, caches = run.heads, run.caches
     grab = ps.grabcut_rows(inputs, smoke_frozen["val"], smoke_frozen["val_gt"], dirs)
     assert list(grab["direction"]) == ["A → B", "B → A"] and grab["AP"].notna().all()
     variants = {v.head: v for v in ps.partial_variants(dirs[1:])[:2]}

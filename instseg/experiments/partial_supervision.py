@@ -26,8 +26,9 @@ from torch import Tensor, nn
 from instseg.data.dataset import CocoInstanceDataset
 from instseg.data.splits import category_split, few_shot_annotation_ids
 from instseg.evaluation import evaluate
-from instseg.experiments.head_ablation import (
+from instseg.experiments.frozen_heads import (
     AblationConfig,
+    AblationRun,
     EvalInputs,
     EvalSet,
     HeadVariant,
@@ -113,18 +114,20 @@ def novel_eval_sets(gt: dict, dataset: CocoInstanceDataset, dirs: Sequence[Direc
     return {f"novel_{d.novel_name}": EvalSet(gt, dataset, category_ids=d.novel) for d in dirs}
 
 
-def long_rows(runs: pd.DataFrame, dirs: Sequence[Direction]) -> pd.DataFrame:
-    """``run_ablation``'s wide rows as one row per (direction, variant, seed) with the novel
-    metrics of that direction: base-``d`` heads and the oracles under direction ``d``."""
-    rows = []
+def long_rows(run: AblationRun, dirs: Sequence[Direction]) -> pd.DataFrame:
+    """``run``'s metrics as one row per (direction, variant, seed) with the novel metrics of that
+    direction, read from its tidy rows: the heads trained on the direction's base masks, and the
+    oracles (trained on every mask)."""
+    described = run.runs[["variant", "label", "seed", "params", "seconds_per_iter"]]
+    parts = []
     for d in dirs:
-        prefix = f"novel_{d.novel_name}_"
-        mine = runs[runs["variant"].str.endswith(f"_{d.base_name}") | runs["variant"].str.endswith("_oracle")]
-        for _, run in mine.iterrows():
-            rows.append({"direction": d.name, "variant": run["variant"], "label": run["label"], "seed": run["seed"],
-                         "params": run["params"], "seconds_per_iter": run["seconds_per_iter"],
-                         **{m: run[prefix + m] for m in METRICS}})
-    return pd.DataFrame(rows)
+        mine = [name for name, v in run.variants.items() if v.mask_categories in (None, d.base)]
+        tidy = run.tidy[(run.tidy["eval_set"] == f"novel_{d.novel_name}") & run.tidy["variant"].isin(mine)]
+        metrics = tidy.pivot(index=["variant", "seed"], columns="metric", values="value")[list(METRICS)]
+        parts.append(described.merge(metrics.reset_index().rename_axis(columns=None), on=["variant", "seed"])
+                     .assign(direction=d.name))
+    rows = pd.concat(parts, ignore_index=True)
+    return rows[["direction", *described.columns, *METRICS]]
 
 
 def grabcut_rows(inputs: EvalInputs, dataset: CocoInstanceDataset, gt: dict, dirs: Sequence[Direction],
@@ -179,9 +182,9 @@ def run_few_shot(inputs: EvalInputs, train_gt: dict, cache: RoiCache, base_heads
                                     inputs=variant.inputs)
                 head = train_head(plain, subset, iters, cfg.batch_rois, lr, seed, cfg.channels, cfg.optimizer,
                                   init=init)
-                metrics, _ = evaluate_head(head, False, sets, inputs, cfg)
+                scores = evaluate_head(head, False, sets, inputs, cfg.bins).scores["novel"]
                 rows.append({"shots": shots, "method": method, "seed": seed, "instances": len(drawn),
                              "rois": len(subset), "iters": iters, "params": count_parameters(head),
                              "train_seconds": head.train_seconds, "final_loss": head.loss_curve[-1],
-                             **{m: metrics[f"novel_{m}"] for m in METRICS}})
+                             **{m: scores[m] for m in METRICS}})
     return pd.DataFrame(rows)

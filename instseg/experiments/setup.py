@@ -51,7 +51,7 @@ from instseg.experiments.report import Report, repo_root
 
 if TYPE_CHECKING:  # heavy imports (torch) only where a notebook builds datasets or head configs
     from instseg.data.dataset import CocoInstanceDataset
-    from instseg.experiments.head_ablation import AblationConfig
+    from instseg.experiments.frozen_heads import AblationConfig
     from instseg.experiments.partial_supervision import FewShotConfig
 
 SPLITS = ("train", "val", "val_occ", "test")
@@ -176,8 +176,8 @@ class AblationSettings:
 
     def head_config(self, channels: int, bins: tuple[tuple[float, float], ...] | None,
                     boxes: str = "detector") -> "AblationConfig":
-        """The head-ablation budget (``instseg.experiments.head_ablation.AblationConfig``)."""
-        from instseg.experiments.head_ablation import AblationConfig
+        """The head-ablation budget (``instseg.experiments.frozen_heads.AblationConfig``)."""
+        from instseg.experiments.frozen_heads import AblationConfig
 
         return AblationConfig(iters=self.iters, batch_rois=self.batch_rois, lr=self.lr, channels=channels,
                               jitter_per_gt=self.jitter_per_gt, boxes=boxes, bins=bins)
@@ -222,7 +222,7 @@ class PartialSettings:
 
     def head_config(self, channels: int) -> "AblationConfig":
         """The budget of every head of Tables 4.1-4.2 (no occlusion bins: scored per category half)."""
-        from instseg.experiments.head_ablation import AblationConfig
+        from instseg.experiments.frozen_heads import AblationConfig
 
         return AblationConfig(iters=self.iters, batch_rois=self.batch_rois, lr=self.lr, channels=channels,
                               jitter_per_gt=self.jitter_per_gt, bins=None)

@@ -63,9 +63,10 @@ class InstanceIous:
 
     def __init__(self, gt: dict, results: Mapping[tuple[str, int, str], list[dict]], runs: pd.DataFrame,
                  subsets: Mapping[str, dict[str, Any]] | None = None) -> None:
-        """``results[(row, seed, set)]``: COCO results as :func:`run_ablation` collects them;
-        ``runs``: its rows (``variant``, ``config``, ``seed``); ``subsets[set]``: keyword arguments
-        of :func:`instance_ious` (``image_ids``, ``category_ids``, ``amodal``) for that set."""
+        """``results[(row, seed, set)]``: COCO results as an
+        :class:`~instseg.experiments.frozen_heads.AblationRun` holds them; ``runs``: its rows
+        (``variant``, ``config``, ``seed``); ``subsets[set]``: keyword arguments of
+        :func:`instance_ious` (``image_ids``, ``category_ids``, ``amodal``) for that set."""
         self.gt, self.results, self.subsets = gt, results, dict(subsets or {})
         self.config = runs.drop_duplicates("variant").set_index("variant")["config"].to_dict()
         self.seeds = runs.groupby("variant")["seed"].apply(list).to_dict()
