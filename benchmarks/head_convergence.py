@@ -21,7 +21,7 @@ from instseg.data.dataset import CocoInstanceDataset
 from instseg.engine.runs import load_run
 from instseg.experiments import frozen_heads as fh
 
-HEADS = {"fcn": fh.HeadVariant("fcn", "fcn", occluder_rule="none"),
+HEADS = {"fcn": fh.TABLE_3_3[0],
          "bilayer_no_occluder_targets": fh.TABLE_3_1[0], "bcnet": fh.TABLE_3_3[3],
          "cpmask": fh.HeadVariant("cpmask", "cpmask", occluder_rule="none")}
 

@@ -155,32 +155,42 @@ class SyntheticOcclusionSettings:
 
 
 @dataclass(frozen=True)
-class AblationSettings:
-    """``scales.<scale>.ablation``: the frozen-detector head ablations of notebooks 01 and 02."""
+class HeadBudget:
+    """What every frozen-detector head of a notebook trains with: the same for every row of a table."""
 
     seeds: tuple[int, ...]
     iters: int
     batch_rois: int
     lr: float
     jitter_per_gt: int
-    synthetic_occlusion: SyntheticOcclusionSettings
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], scale: str) -> "AblationSettings":
-        where, s = f"scales.{scale}.ablation", scale_section(dict(params), scale, "ablation")
-        syn = _get(s, "synthetic_occlusion", where, dict)
-        return cls(_ints(s, "seeds", where), _get(s, "iters", where, int), _get(s, "batch_rois", where, int),
-                   float(_get(s, "lr", where, (int, float))), _get(s, "jitter_per_gt", where, int),
-                   SyntheticOcclusionSettings(_get(syn, "images", f"{where}.synthetic_occlusion", int),
-                                              _get(syn, "seed", f"{where}.synthetic_occlusion", int)))
+    @staticmethod
+    def _fields(s: Mapping[str, Any], where: str) -> dict[str, Any]:
+        return {"seeds": _ints(s, "seeds", where), "iters": _get(s, "iters", where, int),
+                "batch_rois": _get(s, "batch_rois", where, int), "lr": float(_get(s, "lr", where, (int, float))),
+                "jitter_per_gt": _get(s, "jitter_per_gt", where, int)}
 
-    def head_config(self, channels: int, bins: tuple[tuple[float, float], ...] | None,
+    def head_config(self, channels: int, bins: tuple[tuple[float, float], ...] | None = None,
                     boxes: str = "detector") -> "AblationConfig":
         """The head-ablation budget (``instseg.experiments.frozen_heads.AblationConfig``)."""
         from instseg.experiments.frozen_heads import AblationConfig
 
         return AblationConfig(iters=self.iters, batch_rois=self.batch_rois, lr=self.lr, channels=channels,
                               jitter_per_gt=self.jitter_per_gt, boxes=boxes, bins=bins)
+
+
+@dataclass(frozen=True)
+class AblationSettings(HeadBudget):
+    """``scales.<scale>.ablation``: the frozen-detector head ablations of notebooks 01 and 02."""
+
+    synthetic_occlusion: SyntheticOcclusionSettings
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], scale: str) -> "AblationSettings":
+        where, s = f"scales.{scale}.ablation", scale_section(dict(params), scale, "ablation")
+        syn, ws = _get(s, "synthetic_occlusion", where, dict), f"{where}.synthetic_occlusion"
+        return cls(**cls._fields(s, where), synthetic_occlusion=SyntheticOcclusionSettings(
+            _get(syn, "images", ws, int), _get(syn, "seed", ws, int)))
 
 
 @dataclass(frozen=True)
@@ -193,15 +203,11 @@ class FewShotSettings:
 
 
 @dataclass(frozen=True)
-class PartialSettings:
-    """``scales.<scale>.partial``: CPMask's partially supervised and few-shot heads (notebook 03)."""
+class PartialSettings(HeadBudget):
+    """``scales.<scale>.partial``: CPMask's partially supervised and few-shot heads (notebook 03);
+    its heads are scored per category half, so their ``head_config`` has no occlusion bins."""
 
     split: tuple[str, str]
-    seeds: tuple[int, ...]
-    iters: int
-    batch_rois: int
-    lr: float
-    jitter_per_gt: int
     ablation_rows: bool
     grabcut_iters: int
     few_shot: FewShotSettings
@@ -213,19 +219,11 @@ class PartialSettings:
         if len(split) != 2:
             raise InputError(f"{where}.split must name two halves, got {split!r} (params.yaml)")
         few, fs = _get(s, "few_shot", where, dict), f"{where}.few_shot"
-        return cls((str(split[0]), str(split[1])), _ints(s, "seeds", where), _get(s, "iters", where, int),
-                   _get(s, "batch_rois", where, int), float(_get(s, "lr", where, (int, float))),
-                   _get(s, "jitter_per_gt", where, int), _get(s, "ablation_rows", where, bool),
-                   _get(s, "grabcut_iters", where, int),
-                   FewShotSettings(_ints(few, "shots", fs), _get(few, "iters", fs, int),
-                                   float(_get(few, "lr", fs, (int, float)))))
-
-    def head_config(self, channels: int) -> "AblationConfig":
-        """The budget of every head of Tables 4.1-4.2 (no occlusion bins: scored per category half)."""
-        from instseg.experiments.frozen_heads import AblationConfig
-
-        return AblationConfig(iters=self.iters, batch_rois=self.batch_rois, lr=self.lr, channels=channels,
-                              jitter_per_gt=self.jitter_per_gt, bins=None)
+        return cls(**cls._fields(s, where), split=(str(split[0]), str(split[1])),
+                   ablation_rows=_get(s, "ablation_rows", where, bool),
+                   grabcut_iters=_get(s, "grabcut_iters", where, int),
+                   few_shot=FewShotSettings(_ints(few, "shots", fs), _get(few, "iters", fs, int),
+                                            float(_get(few, "lr", fs, (int, float)))))
 
     def few_shot_config(self) -> "FewShotConfig":
         """Table 4.2's fine-tuning budget (``instseg.experiments.partial_supervision.FewShotConfig``)."""
