@@ -188,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         # a detector whose mask head trained on nothing (--mask-categories none) has no masks to score
         iou_types = ("bbox",) if spec.build.get("mask_labels") == [] else ("segm", "bbox")
         metrics: dict = {iou: evaluate(val_set.gt, records, iou) for iou in iou_types}
-        plateau = callbacks[0].check()
+        plateau = callbacks[0].check(phase_end=max(config.lr_steps) if config.lr_steps else None)
         metrics["plateau"] = plateau.as_dict()
         (out / "val_metrics.json").write_text(json.dumps(metrics, indent=2))
         print(plateau_summary([plateau], "detector run"))

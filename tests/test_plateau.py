@@ -47,3 +47,15 @@ def test_summary_counts_failures() -> None:
     line = plateau_summary([good, bad.as_dict()])
     assert "1/2 runs pass" in line and "1 NOT converged" in line
     assert "all converged" in plateau_summary([good])
+
+
+def test_a_run_that_only_flattened_after_its_decay_fails_the_phase_check() -> None:
+    """The fooling case measured on an FCN head: still falling at the decay (60%), flat after it."""
+    it = np.arange(1, 21) * 10  # decay at 120
+    falling_then_flat = np.r_[np.linspace(2.0, 1.2, 12), np.full(8, 1.0)]
+    assert plateau_check(it, falling_then_flat).passed  # the tail alone is flat
+    check = plateau_check(it, falling_then_flat, phase_end=120)
+    assert not check.passed and check.phase_improvement > 0.05
+    converged = np.r_[np.linspace(2.0, 1.2, 6), np.full(6, 1.2), np.full(8, 1.0)]
+    assert plateau_check(it, converged, phase_end=120).passed
+    assert "before the decay" in plateau_summary([check])

@@ -87,9 +87,10 @@ class ValidationLoss:
             return list(self._curve)
         return read_curve(self.path) if self.path.exists() else []
 
-    def check(self) -> PlateauCheck:
+    def check(self, phase_end: int | None = None) -> PlateauCheck:
+        """The plateau check of the curve; ``phase_end``: the schedule's last learning-rate decay."""
         curve = self.curve()
-        return plateau_check([i for i, _ in curve], [v for _, v in curve]) if curve else \
+        return plateau_check([i for i, _ in curve], [v for _, v in curve], phase_end=phase_end) if curve else \
             plateau_check([0], [float("nan")])
 
 

@@ -103,5 +103,5 @@ def train_head(variant: HeadVariant, cache: RoiCache, iters: int, batch_rois: in
     head.train_seconds = time.perf_counter() - start
     if validation is not None:
         head.val_curve = validation.curve()
-        head.plateau = validation.check()
+        head.plateau = validation.check(phase_end=max(config.lr_steps) if config.lr_steps else None)
     return head.eval()
