@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from instseg.data.coco_json import mask_to_rle
-from instseg.experiments.stats import bin_quality, instance_ious, paired_bootstrap, per_instance_iou, summarize
+from instseg.experiments.stats import bin_quality, instance_ious, per_instance_iou, summarize
 
 
 def test_summarize_gives_mean_and_sample_std_per_group_in_row_order() -> None:
@@ -58,26 +58,6 @@ def test_per_instance_iou_amodal_reads_amodal_segmentation() -> None:
     results = [{"image_id": 1, "category_id": 1, "score": 1.0, "segmentation": _rect(0, 4, 0, 4)}]
     assert per_instance_iou(gt, results).tolist() == [0.5]
     assert per_instance_iou(gt, results, amodal=True).tolist() == [1.0]
-
-
-def test_paired_bootstrap_of_a_constant_difference_is_exact() -> None:
-    b = np.array([0.2, 0.5, 0.7, 0.9])
-    mean, (low, high) = paired_bootstrap(b + 0.1, b, n=200, seed=3)
-    assert mean == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
-
-
-def test_paired_bootstrap_of_two_instances_spans_their_range() -> None:
-    # diffs {0, 1}: a resample's mean is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4
-    mean, (low, high) = paired_bootstrap([1.0, 0.0], [0.0, 0.0], n=2000, seed=0)
-    assert mean == 0.5 and (low, high) == (0.0, 1.0)
-    assert paired_bootstrap([1.0, 0.0], [0.0, 0.0], n=2000, seed=0) == (mean, (low, high))
-
-
-def test_paired_bootstrap_needs_paired_instances() -> None:
-    with pytest.raises(ValueError, match="equally long"):
-        paired_bootstrap([1.0, 2.0], [1.0])
-    with pytest.raises(ValueError, match="same instances"):
-        paired_bootstrap(pd.Series([1.0, 2.0], index=[1, 2]), pd.Series([1.0, 2.0], index=[2, 1]))
 
 
 def test_instance_ious_restricts_to_images_and_categories_one_column_per_seed() -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from instseg.engine.plateau import plateau_check, plateau_summary, smooth
+from instseg.engine.plateau import plateau_check, plateau_record, plateau_summary, smooth
 
 
 def test_smooth_is_a_trailing_mean() -> None:
@@ -59,3 +59,11 @@ def test_a_run_that_only_flattened_after_its_decay_fails_the_phase_check() -> No
     converged = np.r_[np.linspace(2.0, 1.2, 6), np.full(6, 1.2), np.full(8, 1.0)]
     assert plateau_check(it, converged, phase_end=120).passed
     assert "before the decay" in plateau_summary([check])
+
+
+def test_plateau_record_keeps_counts_and_the_worst_late_improvement() -> None:
+    it = np.arange(1, 21)
+    good, bad = plateau_check(it, np.full(20, 1.0)), plateau_check(it, np.linspace(2, 1, 20))
+    record = plateau_record([good, bad.as_dict()])
+    assert record["runs"] == 2 and record["passed"] == 1
+    assert record["max_late_improvement"] == pytest.approx(bad.improvement)

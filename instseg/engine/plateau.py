@@ -98,3 +98,10 @@ def plateau_summary(checks: Iterable[PlateauCheck | dict], what: str = "runs") -
             f"training{where}): {passed}/{len(found)} {what} pass — {verdict}; largest late improvement "
             f"{worst['improvement']:+.2%}" + (f", before the decay {np.nanmax(phases):+.2%}" if phases else "")
             + (f"; {rising} rising (overfitting)" if rising else "") + ".")
+
+
+def plateau_record(checks: Iterable[PlateauCheck | dict]) -> dict:
+    """What ``metrics.json`` keeps of a table's plateau checks: runs, passed, the worst late improvement."""
+    found = [c if isinstance(c, dict) else c.as_dict() for c in checks]
+    return {"runs": len(found), "passed": sum(bool(c["passed"]) for c in found),
+            "max_late_improvement": float(np.nanmax([c["improvement"] for c in found])) if found else None}

@@ -1,6 +1,7 @@
 """Statistics for head comparisons at CPU scale, where effects are about as large as the spread
 between seeds (DESIGN, "Effects are small at CPU scale"): the mean and spread over seeds, and a
-paired per-instance bootstrap between two heads scored on the same detections."""
+per-instance IoU tables of heads scored on the same detections (what the paired verdicts of
+:mod:`instseg.experiments.comparison` take), and per-bin recall and matched IoU."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def per_instance_iou(gt: dict, results: Sequence[dict], amodal: bool = False) ->
     same image and category (0 when there is none), indexed by annotation id, in ``gt`` order.
 
     Scores are ignored: for two heads on the same detections this measures mask quality alone,
-    instance by instance, so the two series pair up for :func:`paired_bootstrap`. ``amodal``
+    instance by instance, so the two series pair up for a paired test
+    (:func:`~instseg.experiments.comparison.instance_difference`). ``amodal``
     compares with ``amodal_segmentation``.
     """
     images = {img["id"]: img for img in gt["images"]}
@@ -56,23 +58,6 @@ def per_instance_iou(gt: dict, results: Sequence[dict], amodal: bool = False) ->
         else:
             ious[ann["id"]] = 0.0
     return pd.Series(ious, name="iou", dtype=float).rename_axis("annotation_id")
-
-
-def paired_bootstrap(per_instance_a: Sequence[float] | pd.Series, per_instance_b: Sequence[float] | pd.Series,
-                     n: int = 2000, seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """Mean of ``a - b`` over paired instances and its 95% percentile bootstrap interval
-    (``n`` resamples of the instances with replacement, seeded). Series must share their index."""
-    if isinstance(per_instance_a, pd.Series) and isinstance(per_instance_b, pd.Series):
-        if not per_instance_a.index.equals(per_instance_b.index):
-            raise ValueError("the two series are not over the same instances in the same order")
-    a, b = np.asarray(per_instance_a, dtype=float), np.asarray(per_instance_b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"need two equally long, non-empty 1-D sequences, got shapes {a.shape} and {b.shape}")
-    diff = a - b
-    rng = np.random.default_rng(seed)
-    means = np.array([diff[rng.integers(0, diff.size, diff.size)].mean() for _ in range(n)])
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(diff.mean()), (float(low), float(high))
 
 
 def instance_ious(gt: dict, results_by_seed: Mapping[int, Sequence[dict]], image_ids: Iterable[int] | None = None,
