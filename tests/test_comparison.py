@@ -12,6 +12,7 @@ from instseg.experiments.comparison import (
     HOLDS,
     NO_DIFFERENCE,
     REVERSED,
+    VerdictLog,
     Pair,
     compare,
     holm,
@@ -136,3 +137,15 @@ def test_occlusion_bin_table_columns() -> None:
     assert list(table["occlusion 0-0.1"]) == ["13.00 ± 2.00", "22.00 ± 0.00"]
     with pytest.raises(KeyError):
         occlusion_bin_table(_runs([1], [2]), ["a"], ["A"], "test")
+
+
+def test_verdict_log_keeps_families_in_order_for_the_table_and_the_note() -> None:
+    runs = _runs([10, 12, 14], [13, 16, 19])
+    log = VerdictLog()
+    first = log.add("t1", judge(runs, [Pair("a", "b", "val_AP", 1.0)]))
+    log.add("t2", judge(runs, [Pair("b", "a", "val_AP", 1.0), Pair("a", "b", "val_AP", -1.0)]))
+    assert first[0].outcome == HOLDS and log.sizes == {"t1": 1, "t2": 2}
+    assert [family for family, _ in log.items()] == ["t1", "t2", "t2"]
+    table = log.table()
+    assert list(table["table"]) == ["t1", "t2", "t2"] and list(table["outcome"]) == [HOLDS, REVERSED, REVERSED]
+    assert "3 comparisons in 2 families" in multiplicity_note(log.sizes)

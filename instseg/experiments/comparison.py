@@ -248,6 +248,29 @@ def verdict_rows(verdicts: Sequence[Verdict], table: str) -> pd.DataFrame:
         "p": v.p_value, "p_holm": v.p_adjusted, "family": v.family, "outcome": v.outcome} for v in verdicts])
 
 
+class VerdictLog:
+    """Every judged family of a notebook, in the order judged: one record feeds the tidy verdict
+    table, the multiplicity note and the computed conclusion."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, list[Verdict]] = {}
+
+    def add(self, family: str, verdicts: Sequence[Verdict]) -> list[Verdict]:
+        """Record ``verdicts`` (one judged family, or more of it) under ``family``; returns them."""
+        self._families.setdefault(family, []).extend(verdicts)
+        return list(verdicts)
+
+    def items(self) -> list[tuple[str, Verdict]]:
+        return [(family, v) for family, found in self._families.items() for v in found]
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {family: len(found) for family, found in self._families.items()}
+
+    def table(self) -> pd.DataFrame:
+        return pd.concat([verdict_rows(found, family) for family, found in self._families.items()], ignore_index=True)
+
+
 def multiplicity_note(families: Mapping[str, int], alpha: float = ALPHA) -> str:
     """What the notebook's correction controls, in one sentence."""
     total = sum(families.values())
