@@ -5,7 +5,8 @@ the notebooks' schedule (warmup, one 10x decay at 60%) and validation loss, and 
 and budget, the plateau check, the final validation loss and the training time per iteration: what
 the `ablation.iters` / `partial.iters` budgets in params.yaml are chosen from. A script, not a test.
 
-    python benchmarks/head_convergence.py --run runs/frcnn --budgets 200 600 1200 --heads fcn bcnet cpmask
+    python benchmarks/head_convergence.py --run runs/frcnn --budgets 200 600 1200 --heads fcn bcnet cpmask \
+        [--lrs 0.001 0.003] [--batch-rois 32]
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[200, 600, 1200])
     parser.add_argument("--heads", nargs="+", default=["fcn", "bcnet"], choices=sorted(HEADS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lrs", type=float, nargs="+", default=None, help="learning rates (default: the preset's)")
+    parser.add_argument("--batch-rois", type=int, default=None, help="ROIs per step (default: the preset's)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
 
@@ -43,7 +46,7 @@ def main() -> None:
     train = CocoInstanceDataset(data / "annotations" / "train.json", data / "images")
     val = CocoInstanceDataset(data / "annotations" / "val.json", data / "images")
     detector = load_run(args.run)[0].eval()
-    cfg = fh.AblationConfig(iters=max(args.budgets), batch_rois=abl["batch_rois"], lr=abl["lr"],
+    cfg = fh.AblationConfig(iters=max(args.budgets), batch_rois=args.batch_rois or abl["batch_rois"], lr=abl["lr"],
                             channels=preset["detector"]["head_channels"], jitter_per_gt=abl["jitter_per_gt"])
     caches: dict = {}
     rows = []
@@ -57,17 +60,21 @@ def main() -> None:
                                                  cfg.jitter_per_gt, 0, *key))
             print(f"cache {key}: {len(caches[key][0])} ROIs in {time.perf_counter() - tic:.0f} s", flush=True)
         cache, val_cache = caches[key]
-        for iters in args.budgets:
-            head = fh.train_head(variant, cache, iters, cfg.batch_rois, cfg.lr, args.seed, cfg.channels,
-                                 cfg.optimizer, val_cache=val_cache, val_rois=cfg.val_rois,
-                                 jitter_draw=cfg.jitter_draw)
-            row = {"head": name, "iters": iters, "passed": head.plateau.passed,
-                   "late_improvement": head.plateau.improvement, "final_val_loss": head.val_curve[-1][1],
-                   "ms_per_iter": 1000 * head.train_seconds / iters, "val_curve": head.val_curve}
-            rows.append(row)
-            print(f"{name:>28} {iters:>5} it: plateau {'pass' if row['passed'] else 'FAIL'} "
-                  f"(late improvement {row['late_improvement']:+.2%}), val loss {row['final_val_loss']:.4f}, "
-                  f"{row['ms_per_iter']:.0f} ms/it", flush=True)
+        for lr in args.lrs or [cfg.lr]:
+            for iters in args.budgets:
+                head = fh.train_head(variant, cache, iters, cfg.batch_rois, lr, args.seed, cfg.channels,
+                                     cfg.optimizer, val_cache=val_cache, val_rois=cfg.val_rois,
+                                     jitter_draw=cfg.jitter_draw)
+                check = head.plateau
+                row = {"head": name, "lr": lr, "batch_rois": cfg.batch_rois, "iters": iters, "passed": check.passed,
+                       "late_improvement": check.improvement, "phase_improvement": check.phase_improvement,
+                       "final_val_loss": head.val_curve[-1][1], "ms_per_iter": 1000 * head.train_seconds / iters,
+                       "val_curve": head.val_curve}
+                rows.append(row)
+                phase = "n/a" if check.phase_improvement is None else f"{check.phase_improvement:+.2%}"
+                print(f"{name:>28} lr {lr:g} {iters:>5} it: plateau {'pass' if check.passed else 'FAIL'} "
+                      f"(last 20% {check.improvement:+.2%}, before the decay {phase}), "
+                      f"val loss {row['final_val_loss']:.4f}, {row['ms_per_iter']:.0f} ms/it", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
 

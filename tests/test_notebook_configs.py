@@ -97,6 +97,32 @@ def test_a_missing_section_names_itself() -> None:
         build("03_cpmask_partial_supervision", "paper", params)
 
 
+def test_studies_per_scale_always_train_the_headline_rows() -> None:
+    """``ablation.tables`` picks notebook 01's studies per scale; smoke (nbval) and paper run them all,
+    the headline's four rows train whatever the list says, and an unknown study names itself."""
+    from instseg.experiments import frozen_heads as fh
+
+    for scale in ("smoke", "paper"):
+        assert set(build("01_bcnet_occlusion", scale).ablation.tables) == set(fh.STUDIES)
+    headline = [v.name for v in fh.HEADLINE_ROWS]
+    assert [v.name for v in fh.ablation_variants(())] == headline
+    everything = fh.ablation_variants(fh.STUDIES)
+    assert [v.name for v in everything][:4] == headline
+    assert {v.name for v in everything} == {v.name for t in fh.TABLES.values() for v in t}
+    assert len({v.name for v in everything}) == len(everything)  # a row in two tables appears once
+    only_32 = {v.name for v in fh.ablation_variants(["table_3_2"])}
+    assert only_32 == set(headline) | {v.name for v in fh.TABLE_3_2}
+    with pytest.raises(ValueError, match="table_3_9"):
+        fh.ablation_variants(["table_3_9"])
+    params = copy.deepcopy(PARAMS)
+    params["scales"]["cpu"]["ablation"]["tables"] = ["table_3_1", "table_3_9"]
+    with pytest.raises(InputError, match=r"scales\.cpu\.ablation\.tables names unknown studies \['table_3_9'\]"):
+        build("01_bcnet_occlusion", "cpu", params)
+    del params["scales"]["cpu"]["ablation"]["tables"]
+    with pytest.raises(InputError, match=r"scales\.cpu\.ablation\.tables is missing"):
+        build("02_bcnet_amodal", "cpu", params)
+
+
 def test_coco_occ_val_occ_is_computed_from_val(tmp_path: Path) -> None:
     """At a scale with datasets, val_occ ids come from the COCO-OCC rule on the val file."""
     gt = {"images": [{"id": i, "file_name": f"{i}.png", "height": 20, "width": 20} for i in (1, 2)],

@@ -184,13 +184,24 @@ class AblationSettings(HeadBudget):
     """``scales.<scale>.ablation``: the frozen-detector head ablations of notebooks 01 and 02."""
 
     synthetic_occlusion: SyntheticOcclusionSettings
+    tables: tuple[str, ...]  # notebook 01's studies run at this scale (frozen_heads.STUDIES)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], scale: str) -> "AblationSettings":
+        from instseg.experiments.frozen_heads import STUDIES
+
         where, s = f"scales.{scale}.ablation", scale_section(dict(params), scale, "ablation")
         syn, ws = _get(s, "synthetic_occlusion", where, dict), f"{where}.synthetic_occlusion"
+        tables = tuple(str(t) for t in _get(s, "tables", where, list))
+        unknown = sorted(set(tables) - set(STUDIES))
+        if unknown:
+            raise InputError(f"{where}.tables names unknown studies {unknown}; choose from {list(STUDIES)} (params.yaml)")
         return cls(**cls._fields(s, where), synthetic_occlusion=SyntheticOcclusionSettings(
-            _get(syn, "images", ws, int), _get(syn, "seed", ws, int)))
+            _get(syn, "images", ws, int), _get(syn, "seed", ws, int)), tables=tables)
+
+    def runs(self, study: str) -> bool:
+        """Does this scale run ``study`` (a name in ``frozen_heads.STUDIES``)?"""
+        return study in self.tables
 
 
 @dataclass(frozen=True)

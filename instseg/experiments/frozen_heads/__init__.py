@@ -68,12 +68,16 @@ from instseg.experiments.frozen_heads.training import (
     validation_rois,
 )
 from instseg.experiments.frozen_heads.variants import (
+    HEADLINE_ROWS,
+    STUDIES,
     TABLE_3_1,
     TABLE_3_2,
     TABLE_3_3,
     TABLE_3_5,
     TABLE_3_6,
+    TABLES,
     HeadVariant,
+    ablation_variants,
     build_head,
     config_key,
     unique_variants,
@@ -81,9 +85,10 @@ from instseg.experiments.frozen_heads.variants import (
 
 __all__ = [
     "BACKBONE_BATCH", "DECAY_AT", "HEAD_BATCH", "HEAD_FORMAT", "JITTER", "MIN_JITTER_IOU", "PREDICT_IMAGES",
-    "SEGM_METRICS", "TABLE_3_1", "TABLE_3_2", "TABLE_3_3", "TABLE_3_5", "TABLE_3_6", "TIDY_COLUMNS", "VAL_POINTS",
+    "HEADLINE_ROWS", "SEGM_METRICS", "STUDIES", "TABLES", "TABLE_3_1", "TABLE_3_2", "TABLE_3_3", "TABLE_3_5",
+    "TABLE_3_6", "TIDY_COLUMNS", "VAL_POINTS",
     "AblationConfig", "AblationRun", "BackboneOutput", "EvalInputs", "EvalSet", "HeadEvaluation", "HeadVariant",
-    "ImageFeatures", "RoiBatches", "RoiCache", "build_head", "cache_roi_features", "config_key",
+    "ImageFeatures", "RoiBatches", "RoiCache", "ablation_variants", "build_head", "cache_roi_features", "config_key",
     "detections_of_categories", "detector_detections", "evaluate_head", "gt_detections", "image_features",
     "jitter_boxes", "load_head", "metric_column", "predict_masks", "roi_features", "roi_head_loss", "roi_targets",
     "run_ablation", "save_head", "score", "train_head", "unique_variants", "validation_rois", "wide_runs",

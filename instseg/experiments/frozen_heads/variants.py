@@ -91,6 +91,26 @@ TABLE_3_6 = (
     HeadVariant("t36_bcnet", "bcnet", amodal=True, label="BCNet"),
 )
 
+# Notebook 01's studies, each switchable per scale (``ablation.tables`` in params.yaml): a scale whose
+# time budget cannot give every row a converged head runs fewer studies, never shorter heads.
+# The headline's rows (the FCN head, the bilayer head with occluder targets off and on, the full
+# BCNet) train at every scale, whatever the list says.
+TABLES = {"table_3_1": TABLE_3_1, "table_3_2": TABLE_3_2, "table_3_3": TABLE_3_3}
+STUDIES = (*TABLES, "table_3_4", "synthetic_occlusion")  # 3.4: the FCOS detector; synthetic: extra data
+HEADLINE_ROWS = (TABLE_3_3[0], TABLE_3_1[0], TABLE_3_1[3], TABLE_3_3[3])
+
+
+def ablation_variants(tables: Sequence[str]) -> tuple[HeadVariant, ...]:
+    """The rows notebook 01 trains on the frozen Faster R-CNN: the headline's, then those of each of
+    ``tables`` (names in :data:`TABLES`; other studies add no rows here), each row once."""
+    unknown = sorted(set(tables) - set(STUDIES))
+    if unknown:
+        raise ValueError(f"unknown studies {unknown}; choose from {list(STUDIES)}")
+    rows: dict[str, HeadVariant] = {}
+    for v in (*HEADLINE_ROWS, *(v for t in TABLES if t in tables for v in TABLES[t])):
+        rows.setdefault(v.name, v)
+    return tuple(rows.values())
+
 
 def build_head(variant: HeadVariant, in_channels: int, channels: int, detector: nn.Module | None = None) -> nn.Module:
     """The variant's head, ``channels`` wide (the same for every row of a table), from the one
