@@ -1,0 +1,1 @@
+"""Video data: the OccludedShapes-VIS benchmark, YouTube-VIS / MOTS / BDD100K formats, video input."""

@@ -1,0 +1,1 @@
+"""Video models: trackers, and tracking by detection with a frozen image detector."""
