@@ -8,7 +8,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from instseg.video.data.track_results import mots_rows, track_categories, ytvis_results
+from instseg.video.data.track_results import TrackedVideo
 
 
 def _frame(masks: list[tuple[slice, slice]], labels: list[int], scores: list[float], size: int = 16) -> dict:
@@ -23,6 +23,13 @@ def _decode(rle: dict) -> np.ndarray:
     return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
 
 
+def _tracked(frames: list[tuple[dict, torch.Tensor]]) -> TrackedVideo:
+    video = TrackedVideo()
+    for detections, ids in frames:
+        video.add(detections, ids)
+    return video
+
+
 @pytest.fixture()
 def frames() -> list[tuple[dict, torch.Tensor]]:
     a, b = (slice(2, 8), slice(2, 8)), (slice(5, 12), slice(5, 12))
@@ -34,13 +41,13 @@ def frames() -> list[tuple[dict, torch.Tensor]]:
 
 
 def test_category_is_the_score_weighted_vote_and_score_the_mean(frames) -> None:
-    categories = track_categories(frames)
+    categories = _tracked(frames).categories()
     assert categories[5] == (1, pytest.approx((0.9 + 0.2) / 2))  # 0.9 for category 1 beats 0.2 for 3
     assert categories[9] == (2, pytest.approx((0.6 + 0.7) / 2))
 
 
 def test_ytvis_results_hold_one_rle_or_none_per_frame(frames) -> None:
-    records = {r["track_id"]: r for r in ytvis_results(42, frames)}
+    records = {r["track_id"]: r for r in _tracked(frames).ytvis_results(42)}
     assert set(records) == {5, 9}
     assert all(r["video_id"] == 42 for r in records.values())
     assert records[9]["segmentations"][1] is None and len(records[9]["segmentations"]) == 3
@@ -48,7 +55,7 @@ def test_ytvis_results_hold_one_rle_or_none_per_frame(frames) -> None:
 
 
 def test_mots_rows_renumber_tracks_and_give_overlaps_to_the_higher_score(frames) -> None:
-    rows = mots_rows(frames)
+    rows = _tracked(frames).mots_rows()
     assert [(t, obj, cls) for t, obj, cls, _ in rows] == [(0, 1001, 1), (0, 2002, 2), (1, 1001, 1), (2, 2002, 2)]
     first, second = _decode(rows[0][3]), _decode(rows[1][3])
     assert not (first & second).any()
@@ -59,4 +66,4 @@ def test_mots_rows_renumber_tracks_and_give_overlaps_to_the_higher_score(frames)
 def test_a_mask_fully_covered_by_a_higher_score_is_dropped() -> None:
     a = (slice(2, 10), slice(2, 10))
     frames = [(_frame([a, (slice(3, 5), slice(3, 5))], [1, 1], [0.9, 0.5]), torch.tensor([1, 2]))]
-    assert [row[1] for row in mots_rows(frames)] == [1001]
+    assert [row[1] for row in _tracked(frames).mots_rows()] == [1001]

@@ -5,12 +5,15 @@ Why two rules: YouTube-VIS scores a track as a whole, so a track takes the categ
 detections vote for (score-weighted) and the mean of their scores; MOTS scores pixels per frame
 and forbids overlapping masks, so each frame's tracked masks are painted in descending score
 order, a pixel belonging to the highest-scoring mask that covers it (what MOTS submissions do).
+
+Why streaming: frames are added one at a time and kept as RLE only, so a long, large video is
+never held in memory as masks.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from torch import Tensor
@@ -20,64 +23,75 @@ from instseg.data.coco_json import mask_to_rle
 MOTS_MAX_INSTANCE = 999  # KITTI-MOTS ids are class * 1000 + instance
 
 
-def _track_frames(frames: Sequence[tuple[dict[str, Tensor], Tensor]]) -> dict[int, list[tuple[int, int]]]:
-    """track id -> [(frame index, detection index)]"""
-    tracks: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for t, (_, ids) in enumerate(frames):
-        for k, track_id in enumerate(int(v) for v in ids):
-            if track_id >= 0:
-                tracks[track_id].append((t, k))
-    return dict(tracks)
+@dataclass(frozen=True)
+class _Member:
+    """One tracked detection: its frame, label, score, mask and its MOTS (overlap-free) mask."""
+
+    frame: int
+    label: int
+    score: float
+    rle: dict
+    painted: dict | None  # None when higher-scoring masks cover it entirely
 
 
-def track_categories(frames: Sequence[tuple[dict[str, Tensor], Tensor]]) -> dict[int, tuple[int, float]]:
-    """track id -> (category by score-weighted vote, mean detection score)."""
-    out = {}
-    for track_id, members in _track_frames(frames).items():
-        votes: dict[int, float] = defaultdict(float)
-        scores = []
-        for t, k in members:
-            det = frames[t][0]
-            votes[int(det["labels"][k])] += float(det["scores"][k])
-            scores.append(float(det["scores"][k]))
-        category = max(sorted(votes), key=lambda c: votes[c])
-        out[track_id] = (category, float(np.mean(scores)))
-    return out
+class TrackedVideo:
+    """Accumulates ``(detections, track ids)`` frame by frame (ids < 0: not output)."""
 
+    def __init__(self) -> None:
+        self.length = 0
+        self._tracks: dict[int, list[_Member]] = defaultdict(list)
 
-def ytvis_results(video_id: int, frames: Sequence[tuple[dict[str, Tensor], Tensor]]) -> list[dict]:
-    """YouTube-VIS result records ``{video_id, category_id, score, segmentations, track_id}`` of one
-    video, ``segmentations`` holding an RLE or None per frame (``track_id`` is ignored by the
-    official API and kept for the MOTS rows and the widgets)."""
-    categories = track_categories(frames)
-    records = []
-    for track_id, members in sorted(_track_frames(frames).items()):
-        segmentations: list[dict | None] = [None] * len(frames)
-        for t, k in members:
-            segmentations[t] = mask_to_rle(frames[t][0]["masks"][k].numpy().astype(np.uint8))
-        category, score = categories[track_id]
-        records.append({"video_id": int(video_id), "category_id": category, "score": score,
-                        "segmentations": segmentations, "track_id": track_id})
-    return records
-
-
-def mots_rows(frames: Sequence[tuple[dict[str, Tensor], Tensor]]) -> list[tuple[int, int, int, dict]]:
-    """KITTI-MOTS rows ``(frame, class * 1000 + instance, class, rle)`` of one video: track ids
-    renumbered 1, 2, ... in order of appearance, overlaps given to the higher score."""
-    categories = track_categories(frames)
-    instance = {track_id: n + 1 for n, track_id in enumerate(sorted(_track_frames(frames)))}
-    if len(instance) > MOTS_MAX_INSTANCE:
-        raise ValueError(f"{len(instance)} tracks in one video; KITTI-MOTS ids hold at most {MOTS_MAX_INSTANCE}")
-    rows = []
-    for t, (det, ids) in enumerate(frames):
-        order = [k for k in np.argsort(-det["scores"].numpy(), kind="stable") if int(ids[k]) >= 0]
-        taken = np.zeros(tuple(det["masks"].shape[-2:]), dtype=bool)
-        for k in order:
-            mask = det["masks"][k].numpy() & ~taken
-            taken |= mask
-            if not mask.any():
-                continue
+    def add(self, detections: dict[str, Tensor], ids: Tensor) -> None:
+        masks = detections["masks"].bool().cpu().numpy()
+        scores = detections["scores"].float().cpu().numpy()
+        taken = np.zeros(masks.shape[-2:], dtype=bool)
+        for k in np.argsort(-scores, kind="stable"):
             track_id = int(ids[k])
+            if track_id < 0:
+                continue
+            painted = masks[k] & ~taken
+            taken |= painted
+            self._tracks[track_id].append(_Member(
+                self.length, int(detections["labels"][k]), float(scores[k]),
+                mask_to_rle(masks[k].astype(np.uint8)),
+                mask_to_rle(painted.astype(np.uint8)) if painted.any() else None))
+        self.length += 1
+
+    def categories(self) -> dict[int, tuple[int, float]]:
+        """track id -> (category by score-weighted vote, mean detection score)."""
+        out = {}
+        for track_id, members in self._tracks.items():
+            votes: dict[int, float] = defaultdict(float)
+            for m in members:
+                votes[m.label] += m.score
+            out[track_id] = (max(sorted(votes), key=lambda c: votes[c]), float(np.mean([m.score for m in members])))
+        return out
+
+    def ytvis_results(self, video_id: int) -> list[dict]:
+        """YouTube-VIS result records ``{video_id, category_id, score, segmentations, track_id}``,
+        ``segmentations`` holding an RLE or None per frame (``track_id`` is ignored by the
+        official API and kept for the widgets)."""
+        categories = self.categories()
+        records = []
+        for track_id in sorted(self._tracks):
+            segmentations: list[dict | None] = [None] * self.length
+            for m in self._tracks[track_id]:
+                segmentations[m.frame] = m.rle
+            category, score = categories[track_id]
+            records.append({"video_id": int(video_id), "category_id": category, "score": score,
+                            "segmentations": segmentations, "track_id": track_id})
+        return records
+
+    def mots_rows(self) -> list[tuple[int, int, int, dict]]:
+        """KITTI-MOTS rows ``(frame, class * 1000 + instance, class, rle)`` sorted by frame and id:
+        track ids renumbered 1, 2, ... in id order, overlaps given to the higher score."""
+        if len(self._tracks) > MOTS_MAX_INSTANCE:
+            raise ValueError(f"{len(self._tracks)} tracks in one video; KITTI-MOTS ids hold at most "
+                             f"{MOTS_MAX_INSTANCE}")
+        categories = self.categories()
+        rows = []
+        for instance, track_id in enumerate(sorted(self._tracks), start=1):
             category = categories[track_id][0]
-            rows.append((t, category * 1000 + instance[track_id], category, mask_to_rle(mask.astype(np.uint8))))
-    return rows
+            rows += [(m.frame, category * 1000 + instance, category, m.painted)
+                     for m in self._tracks[track_id] if m.painted is not None]
+        return sorted(rows, key=lambda row: (row[0], row[1]))
