@@ -1,0 +1,1 @@
+"""Video evaluation: YouTube-VIS and MOTS metrics, and identity recovery after full occlusion."""
