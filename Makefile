@@ -10,6 +10,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,notebooks]'
+	# TrackEval declares opencv-python, which would shadow opencv-python-headless: its other
+	# requirements (numpy, scipy, pycocotools, pillow, matplotlib, tabulate) are ours already.
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt trackeval
 	touch $@
 
 install: $(VENV)/.installed
