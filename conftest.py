@@ -25,8 +25,10 @@ def pytest_configure(config: pytest.Config) -> None:
     tmp = _SMOKE_ROOT = Path(tempfile.mkdtemp(prefix="instseg-smoke-"))
     cfg = BenchmarkConfig.from_dict(scale_params(load_params(REPO / "params.yaml"), "smoke")["benchmark"])
     build_benchmark(cfg, tmp / "benchmark")
+    _build_smoke_videos(tmp / "video_benchmark")
     _train_smoke_detectors(tmp / "benchmark", tmp / "runs")
     os.environ.update({"INSTSEG_SCALE": "smoke", "INSTSEG_DATA": str(tmp / "benchmark"),
+                       "INSTSEG_VIDEO_DATA": str(tmp / "video_benchmark"),
                        "INSTSEG_RUNS": str(tmp / "runs"),
                        "INSTSEG_REPORTS": str(tmp / "reports"), "INSTSEG_HEADLESS": "1",
                        "MPLBACKEND": "Agg"})
@@ -35,6 +37,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _SMOKE_ROOT is not None:  # only what this session made
         shutil.rmtree(_SMOKE_ROOT, ignore_errors=True)
+
+
+def _build_smoke_videos(out: Path) -> None:
+    """The smoke OccludedShapes-VIS benchmark (video.scales.smoke), as `instseg data sync` builds it."""
+    from instseg.video.cli import build_video_data
+
+    build_video_data(str(REPO / "params.yaml"), "smoke", out, workers=1)
 
 
 def _train_smoke_detectors(benchmark: Path, runs: Path) -> None:
@@ -60,6 +69,18 @@ def _train_smoke_detectors(benchmark: Path, runs: Path) -> None:
 def smoke_dir() -> Path:
     """The session's smoke benchmark (images/, annotations/, meta.json)."""
     return Path(os.environ["INSTSEG_DATA"])
+
+
+@pytest.fixture(scope="session")
+def smoke_video_dir() -> Path:
+    """The session's smoke video benchmark (frames/, annotations/, mots/, meta.json)."""
+    return Path(os.environ["INSTSEG_VIDEO_DATA"])
+
+
+@pytest.fixture(scope="session")
+def smoke_runs_dir() -> Path:
+    """The session's smoke detector runs (frcnn, fcos, frcnn_boxes)."""
+    return Path(os.environ["INSTSEG_RUNS"])
 
 
 @pytest.fixture(scope="session")

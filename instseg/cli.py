@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 from instseg.errors import InputError
 
+DVC_FILES = ("data.dvc", "data_vis.dvc")  # the generated benchmarks: images, videos
+
 
 def _print_table(rows: list[tuple[str, Any]]) -> None:
     width = max(len(k) for k, _ in rows)
@@ -44,30 +46,40 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_data_sync(args: argparse.Namespace) -> int:
-    """Make data/ match data.dvc by regenerating it, so `dvc repro` needs no remote."""
+def _sync_image_data(dvc_file: Path, params_path: str, workers: int) -> str:
     from instseg.config import load_params
     from instseg.data.dvc_hash import dir_md5, tracked_md5
     from instseg.data.occluded_shapes import build_benchmark
 
-    tracked_path, expected = tracked_md5(args.dvc_file)
-    root = Path(args.dvc_file).parent / tracked_path
+    tracked_path, expected = tracked_md5(dvc_file)
+    root = dvc_file.parent / tracked_path
     if root.exists() and dir_md5(root) == expected:
-        print(f"{root} matches {args.dvc_file} ({expected})")
-        return 0
-    cfg = _benchmark_config(args.params, load_params(args.params)["data"]["scale"])
+        return f"{root} matches {dvc_file} ({expected})"
+    cfg = _benchmark_config(params_path, load_params(params_path)["data"]["scale"])
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
         staging = Path(tmp) / root.name
-        build_benchmark(cfg, staging, workers=args.workers)
+        build_benchmark(cfg, staging, workers=workers)
         got = dir_md5(staging)
         if got != expected:
             raise InputError(f"regenerated benchmark hashes to {got}, not {expected}; are the libraries "
-                             "pinned in constraints.txt installed?", args.dvc_file)
+                             "pinned in constraints.txt installed?", dvc_file)
         if root.exists():
             shutil.rmtree(root)
         staging.rename(root)
-    print(f"regenerated {root}; it matches {args.dvc_file} ({expected})")
+    return f"regenerated {root}; it matches {dvc_file} ({expected})"
+
+
+def cmd_data_sync(args: argparse.Namespace) -> int:
+    """Make data/ match data.dvc and data_vis.dvc by regenerating them, so `dvc repro` needs no
+    remote. A .dvc file tracking a folder named like the video benchmark is rebuilt as video."""
+    from instseg.data.dvc_hash import tracked_md5
+    from instseg.video.cli import VIDEO_BENCHMARK_DIR, sync_video_data
+
+    files = [Path(f) for f in args.dvc_file] if args.dvc_file else [f for f in map(Path, DVC_FILES) if f.exists()]
+    for dvc_file in files:
+        video = Path(tracked_md5(dvc_file)[0]).name == VIDEO_BENCHMARK_DIR
+        print((sync_video_data if video else _sync_image_data)(dvc_file, args.params, args.workers))
     return 0
 
 
@@ -232,8 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="replace a non-empty output directory")
     build.set_defaults(func=cmd_data_build)
 
-    sync = data.add_parser("sync", help="regenerate the benchmark tracked by data.dvc if it is missing or differs")
-    sync.add_argument("--dvc-file", default="data.dvc")
+    sync = data.add_parser("sync", help="regenerate the benchmarks tracked by data.dvc and data_vis.dvc if they "
+                                        "are missing or differ")
+    sync.add_argument("--dvc-file", action="append", default=None,
+                      help="only this .dvc file (repeatable; default: %s)" % " and ".join(DVC_FILES))
     sync.add_argument("--params", default="params.yaml")
     sync.add_argument("--workers", type=int, default=2)
     sync.set_defaults(func=cmd_data_sync)
@@ -287,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--by-occlusion", action="store_true", help="AP by occlusion-ratio bin")
     ev.add_argument("--out", default=None, help="write the metrics as JSON")
     ev.set_defaults(func=cmd_eval)
+
+    from instseg.video.cli import add_video_commands
+
+    add_video_commands(sub, data)
     return parser
 
 

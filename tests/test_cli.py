@@ -39,6 +39,8 @@ def assert_clean_error(code: int, err: str, *fragments: str) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("instseg: error: ")
     for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    for fragment in fragments:
         assert fragment in lines[0]
 
 

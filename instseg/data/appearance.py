@@ -71,9 +71,21 @@ def _grid(height: int, width: int, angle: float) -> tuple[np.ndarray, np.ndarray
 
 def render_appearance(look: Appearance, height: int, width: int) -> np.ndarray:
     """A full-frame texture (HxWx3 float32 in [0, 1]); the caller keeps the object's pixels."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, _ = _grid(height, width, look.angle)
+    return appearance_at(look, xx, yy, max(height, width), u.min())
+
+
+def appearance_at(look: Appearance, x: np.ndarray, y: np.ndarray, span: float, u_min: float) -> np.ndarray:
+    """The texture of :func:`render_appearance` evaluated at given pixel coordinates (``x``, ``y``,
+    same shape S; returns S x 3), so a video can attach it to a moving object by passing the
+    object-local coordinates of each frame pixel. ``span`` and ``u_min`` fix the gradient's range,
+    which the full-frame version takes from the frame: ``render_appearance`` is this function on
+    the frame grid (float32 ``mgrid``, ``span = max(h, w)``, ``u_min`` = the grid's smallest ``u``)."""
     base = _rgb(look.hue, look.saturation, look.value)
     dark = base * look.dark
-    u, v = _grid(height, width, look.angle)
+    c, s = np.cos(look.angle), np.sin(look.angle)
+    u, v = x * c + y * s, -x * s + y * c
     period = look.period
     if look.family == "stripes":
         weight = (np.sin(2 * np.pi * u / period) > 0).astype(np.float32)
@@ -83,8 +95,7 @@ def render_appearance(look: Appearance, height: int, width: int) -> np.ndarray:
     elif look.family == "checker":
         weight = ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
     elif look.family == "gradient":
-        span = max(height, width)
-        weight = np.clip((u - u.min()) / span, 0.0, 1.0)
+        weight = np.clip((u - u_min) / span, 0.0, 1.0)
     else:
         raise ValueError(f"unknown appearance family {look.family!r}; known: {', '.join(APPEARANCE_FAMILIES)}")
     return dark + (base - dark) * weight[..., None]

@@ -1,0 +1,225 @@
+"""The video commands of ``instseg``: building the video benchmark, the YouTube-VIS and MOTS
+evaluators, and ``track`` on any video. Bad input is an InputError (exit 2, one line naming the
+file and record), as for the image commands."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from instseg.errors import InputError
+
+VIDEO_BENCHMARK_DIR = "occluded_shapes_vis"  # data/<this>, tracked by data_vis.dvc
+
+
+def _video_benchmark_config(params_path: str, scale: str | None):
+    from instseg.config import load_params
+    from instseg.video.data.occluded_shapes_vis import VideoBenchmarkConfig
+    from instseg.video.params import video_section
+
+    return VideoBenchmarkConfig.from_dict(video_section(load_params(params_path), scale, "benchmark"))
+
+
+def build_video_data(params_path: str, scale: str | None, out: Path, workers: int) -> dict[str, Any]:
+    """The OccludedShapes-VIS benchmark of ``scale`` written to ``out``; its summary."""
+    from instseg.video.data.occluded_shapes_vis import build_video_benchmark
+
+    return build_video_benchmark(_video_benchmark_config(params_path, scale), out, workers=workers)
+
+
+def cmd_data_build_video(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        if not args.force:
+            raise InputError("output directory is not empty (pass --force to replace it)", out)
+        shutil.rmtree(out)
+    summary = build_video_data(args.params, args.scale, out, args.workers)
+    print(f"wrote {summary['videos']} videos ({summary['frames']} frames, {summary['full_occlusion_events']} "
+          f"full-occlusion events) to {out} in {summary['seconds']:.1f} s "
+          f"({summary['frames_per_second']:.0f} frames/s, {args.workers} worker(s))")
+    return 0
+
+
+def _write_json(path: str | Path, data: Any) -> None:
+    from instseg.engine.checkpoint import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True).encode()))
+
+
+def cmd_eval_video(args: argparse.Namespace) -> int:
+    from instseg.video.data.ytvis import load_ytvis_gt, load_ytvis_results
+    from instseg.video.evaluation.ytvis import ap_by_occlusion_vis, evaluate_vis
+
+    gt = load_ytvis_gt(args.gt)
+    results = load_ytvis_results(args.dt, gt)
+    metrics: dict[str, Any] = evaluate_vis(gt, results)
+    if args.by_occlusion:
+        metrics["by_occlusion"] = ap_by_occlusion_vis(gt, results)
+    if args.out:
+        _write_json(args.out, metrics)
+    for key, value in metrics.items():
+        if key != "by_occlusion":
+            print(f"{key:<6} {'-' if value is None else f'{value:.4f}'}")
+    for level, row in metrics.get("by_occlusion", {}).items():
+        print(f"AP {level:<7} {'-' if row['AP'] is None else format(row['AP'], '.4f')}  ({row['n_gt']} GT tracks)")
+    return 0
+
+
+def _class_names(spec: str | None) -> tuple[dict[int, str], int | None]:
+    """``--classes``: a YouTube-VIS/COCO JSON (its categories; no ignore class) or ``1:car,2:pedestrian``
+    (KITTI-MOTS' classes and its ignore class 10 by default)."""
+    if spec is None:
+        return {1: "car", 2: "pedestrian"}, 10
+    path = Path(spec)
+    if path.suffix == ".json":
+        from instseg.data.coco_json import read_json
+
+        data = read_json(path)
+        try:
+            return {int(c["id"]): str(c["name"]) for c in data["categories"]}, None
+        except (KeyError, TypeError, ValueError):
+            raise InputError("needs a 'categories' list of {id, name}", path) from None
+    try:
+        pairs = [item.split(":", 1) for item in spec.split(",")]
+        return {int(k): name for k, name in pairs}, 10
+    except ValueError:
+        raise InputError(f"--classes {spec!r}: expected a JSON file or id:name,id:name") from None
+
+
+def cmd_eval_mots(args: argparse.Namespace) -> int:
+    from instseg.video.evaluation.mots import evaluate_mots
+
+    names, ignore = _class_names(args.classes)
+    if args.ignore_class is not None:
+        ignore = None if args.ignore_class < 0 else args.ignore_class
+    metrics = evaluate_mots(args.gt, args.dt, names, ignore_class=ignore, min_gap=args.min_gap, grace=args.grace)
+    if args.out:
+        _write_json(args.out, metrics)
+    columns = ["HOTA", "DetA", "AssA", "MOTSA", "MOTSP", "sMOTSA", "IDF1", "IDSW"]
+    print(f"{'class':<14}" + "".join(f"{c:>8}" for c in columns))
+    for name, row in [*metrics["per_class"].items(), ("mean", metrics["mean"])]:
+        print(f"{name:<14}" + "".join(f"{row[c]:>8}" if c == "IDSW" else f"{row[c]:>8.4f}" for c in columns))
+    if "identity_recovery" in metrics:
+        rec = metrics["identity_recovery"]
+        rate = "-" if rec["rate"] is None else f"{rec['rate']:.3f}"
+        print(f"identity recovery after >= {args.min_gap} hidden frames: {rec['recovered']}/{rec['events']} = {rate}")
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from instseg.video.data.frames import open_video
+    from instseg.video.data.kitti_mots import write_kitti_mots
+    from instseg.video.data.track_results import TrackedVideo
+    from instseg.video.models.inference import detect_frames, track_frames
+    from instseg.video.tracking.runs import load_tracker_run
+
+    video = open_video(args.video, fps=args.fps)
+    run = load_tracker_run(args.checkpoint)
+    frames_for_detector, frames_for_viz = itertools.tee(video.frames()) if args.viz else (video.frames(), None)
+    detections = detect_frames(run.detector, frames_for_detector, run.detector_spec.label_to_category_id,
+                               with_features=run.embed_head is not None, batch_size=args.batch_size)
+    tracked = TrackedVideo()
+    writer = None
+    if args.viz:
+        from instseg.video.viz import VideoWriter, draw_tracks
+
+        writer = VideoWriter(args.viz, fps=video.fps)
+    try:
+        for det, ids in tqdm(track_frames(detections, run.tracker, run.embed_head), total=video.length,
+                             desc=f"track {video.name}", unit="frame", disable=None):
+            tracked.add(det.as_dict(), ids)
+            if writer is not None:
+                writer.write(draw_tracks(next(frames_for_viz), det.masks.numpy(), ids.numpy()))
+    finally:
+        if writer is not None:
+            writer.close()
+    results = tracked.ytvis_results(video_id=1)
+    _write_json(args.out, results)
+    _write_json(Path(args.out).with_suffix(".video.json"), {
+        "videos": [{"id": 1, "name": video.name, "width": video.size[1], "height": video.size[0],
+                    "length": tracked.length, "file_names": video.file_names()[:tracked.length]}],
+        "categories": [{"id": cid, "name": str(cid)} for cid in sorted(set(run.detector_spec.label_to_category_id.values()))],
+        "annotations": []})
+    print(f"{video.name}: {tracked.length} frames, {len(results)} tracks -> {args.out}")
+    if args.mots_out:
+        path = Path(args.mots_out) / f"{video.name}.txt"
+        write_kitti_mots(path, tracked.mots_rows())
+        print(f"KITTI-MOTS rows -> {path}")
+    if args.viz:
+        print(f"overlay video -> {args.viz}")
+    return 0
+
+
+def add_video_commands(sub: argparse._SubParsersAction, data: argparse._SubParsersAction) -> None:
+    """Register the video commands on the ``instseg`` parser (``sub``) and its ``data`` group."""
+    build = data.add_parser("build-video", help="generate the OccludedShapes-VIS video benchmark")
+    build.add_argument("--scale", default=None, help="preset under video.scales in params.yaml (default: 'scale')")
+    build.add_argument("--out", required=True)
+    build.add_argument("--params", default="params.yaml")
+    build.add_argument("--workers", type=int, default=2)
+    build.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    build.set_defaults(func=cmd_data_build_video)
+
+    ev = sub.add_parser("eval-video", help="YouTube-VIS AP/AR of a results file (as the official ytvoseval)")
+    ev.add_argument("--gt", required=True, help="YouTube-VIS 2019/2021 JSON (or OVIS)")
+    ev.add_argument("--dt", required=True, help="results JSON: [{video_id, category_id, score, segmentations}]")
+    ev.add_argument("--out", default=None, help="write the metrics as JSON")
+    ev.add_argument("--by-occlusion", action="store_true", help="AP per OVIS occlusion level (light/medium/heavy)")
+    ev.set_defaults(func=cmd_eval_video)
+
+    mots = sub.add_parser("eval-mots", help="MOTS metrics (HOTA, MOTSA, IDF1, ...) through TrackEval")
+    mots.add_argument("--gt", required=True, help="folder of <seq>.txt in KITTI-MOTS format")
+    mots.add_argument("--dt", required=True, help="folder of <seq>.txt results (a missing file is an empty one)")
+    mots.add_argument("--out", default=None, help="write the metrics as JSON")
+    mots.add_argument("--classes", default=None,
+                      help="a JSON with categories, or id:name,... (default: KITTI's 1:car,2:pedestrian)")
+    mots.add_argument("--ignore-class", type=int, default=None,
+                      help="class id of ignore regions (default: 10 for KITTI classes, none for a JSON; -1: none)")
+    mots.add_argument("--min-gap", type=int, default=None,
+                      help="also report identity recovery after >= this many fully hidden frames")
+    mots.add_argument("--grace", type=int, default=3, help="frames after a gap in which the track may be re-found")
+    mots.set_defaults(func=cmd_eval_mots)
+
+    tr = sub.add_parser("track", help="track the instances of a video (folder of frames or a video file)")
+    tr.add_argument("--checkpoint", required=True, help="a tracker run (tracker.json) or a detector run directory")
+    tr.add_argument("--video", required=True, help="a folder of frames or a video file (mp4, avi, ...)")
+    tr.add_argument("--out", required=True, help="YouTube-VIS results JSON (a .video.json describing the video "
+                                                   "is written beside it)")
+    tr.add_argument("--mots-out", default=None, help="also write KITTI-MOTS rows to DIR/<video>.txt")
+    tr.add_argument("--viz", default=None, help="write an overlay video (mp4), one colour per track")
+    tr.add_argument("--fps", type=float, default=10.0, help="frame rate of a frame folder (for --viz)")
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.set_defaults(func=cmd_track)
+
+
+def sync_video_data(dvc_file: Path, params_path: str, workers: int) -> str:
+    """Regenerate the video benchmark tracked by ``dvc_file`` if missing or different; a line saying what happened."""
+    from instseg.config import load_params
+    from instseg.data.dvc_hash import dir_md5, tracked_md5
+    from instseg.video.params import video_data_scale
+
+    tracked_path, expected = tracked_md5(dvc_file)
+    root = dvc_file.parent / tracked_path
+    if root.exists() and dir_md5(root) == expected:
+        return f"{root} matches {dvc_file} ({expected})"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
+        staging = Path(tmp) / root.name
+        build_video_data(params_path, video_data_scale(load_params(params_path)), staging, workers)
+        got = dir_md5(staging)
+        if got != expected:
+            raise InputError(f"regenerated video benchmark hashes to {got}, not {expected}; are the libraries "
+                             "pinned in constraints.txt installed?", dvc_file)
+        if root.exists():
+            shutil.rmtree(root)
+        staging.rename(root)
+    return f"regenerated {root}; it matches {dvc_file} ({expected})"
