@@ -1,0 +1,161 @@
+"""Training QDTrack's embedding head on the frozen detector's cached ROI features, through the
+engine's Trainer (exact resume, NaN guard, DDP, the validation-loss plateau check).
+
+A step is a batch of key/reference frame pairs of one video each, the reference drawn within
+``max_gap`` frames of the key (QDTrack: +-3); the loss is the quasi-dense contrastive loss plus
+its auxiliary L2 term, averaged over the pairs. Which pairs iteration ``i`` sees is a pure
+function of the seed and ``i``, so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from instseg.engine import InfiniteBatchSampler, TrainConfig, derive_seed
+from instseg.engine.plateau import PlateauCheck
+from instseg.engine.trainer import Trainer
+from instseg.engine.validation import ValidationLoss
+from instseg.errors import InputError
+from instseg.video.models.trackers.embedding import QuasiDenseEmbedHead, quasi_dense_loss
+from instseg.video.tracking.detection_cache import VideoFrames
+
+Pair = tuple[Tensor, Tensor, Tensor, Tensor]  # key features, key ids, reference features, reference ids
+
+
+@dataclass(frozen=True)
+class EmbeddingTraining:
+    """The embedding head's size and its training schedule (params.yaml ``scales.<s>.tracking.embedding``)."""
+
+    conv_channels: int = 32
+    fc_channels: int = 256
+    embed_dim: int = 128
+    iters: int = 600
+    pairs_per_batch: int = 8
+    max_gap: int = 3
+    lr: float = 1e-3
+    val_pairs: int = 64
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EmbeddingTraining:
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"unknown embedding training keys: {', '.join(sorted(unknown))}", record="tracking.embedding")
+        return cls(**values)
+
+    def head_kwargs(self, in_channels: int) -> dict[str, int]:
+        return {"in_channels": in_channels, "conv_channels": self.conv_channels, "fc_channels": self.fc_channels,
+                "embed_dim": self.embed_dim}
+
+    def engine_config(self, seed: int) -> TrainConfig:
+        """AdamW with a 10% warmup and one 10x decay at 70%: the plateau check reads both phases."""
+        decay = int(0.7 * self.iters)
+        return TrainConfig(max_iters=self.iters, optimizer="adamw", lr=self.lr, batch_size=self.pairs_per_batch,
+                           warmup_iters=min(100, self.iters // 10), lr_steps=(decay,) if decay else (), seed=seed)
+
+
+def _frame_index(videos: Sequence[VideoFrames]) -> list[tuple[int, int]]:
+    """(video, frame) of every training frame that has at least one ROI assigned to a track."""
+    return [(v, t) for v, video in enumerate(videos) for t in range(len(video))
+            if bool((video.roi_track_ids[t] >= 0).any())]
+
+
+def _pair(videos: Sequence[VideoFrames], key: tuple[int, int], offset_seed: int, max_gap: int) -> Pair:
+    v, t = key
+    video = videos[v]
+    offsets = [d for d in range(-max_gap, max_gap + 1) if d and 0 <= t + d < len(video)]
+    ref = t + offsets[np.random.default_rng(offset_seed).integers(len(offsets))]
+    return (video.detections[t].roi_features, video.roi_track_ids[t],
+            video.detections[ref].roi_features, video.roi_track_ids[ref])
+
+
+class PairBatches:
+    """The engine's batch source: iteration ``i`` gets ``pairs_per_batch`` key frames (an
+    epoch-wise permutation, as the image heads draw ROIs) each with a reference frame drawn from
+    ``derive_seed(seed, i, k)``."""
+
+    def __init__(self, videos: Sequence[VideoFrames], pairs_per_batch: int, max_gap: int, seed: int) -> None:
+        self.videos, self.max_gap, self.seed = videos, max_gap, seed
+        self.keys = _frame_index(videos)
+        if not self.keys:
+            raise ValueError("no training frame has a ROI assigned to a track")
+        self.sampler = InfiniteBatchSampler(len(self.keys), pairs_per_batch, seed)
+
+    def batch(self, iteration: int) -> list[Pair]:
+        return [_pair(self.videos, self.keys[k], derive_seed(self.seed, iteration, n), self.max_gap)
+                for n, k in enumerate(self.sampler.global_batch(iteration))]
+
+    def __call__(self, start: int) -> Iterator[list[Pair]]:
+        for iteration in itertools.count(start):
+            yield self.batch(iteration)
+
+
+def fixed_pairs(videos: Sequence[VideoFrames], count: int, max_gap: int, seed: int = 0) -> list[Pair]:
+    """``count`` key/reference pairs spread evenly over ``videos``: the validation batch."""
+    keys = _frame_index(videos)
+    picks = np.unique(np.linspace(0, len(keys) - 1, min(count, len(keys))).round().astype(int))
+    return [_pair(videos, keys[k], derive_seed(seed, k), max_gap) for k in picks]
+
+
+def pair_loss(head: nn.Module, batch: Sequence[Pair]) -> dict[str, Tensor]:
+    """The quasi-dense loss terms, averaged over the batch's pairs (the engine's ``loss_fn``)."""
+    totals: dict[str, Tensor] = {}
+    for key_feats, key_ids, ref_feats, ref_ids in batch:
+        losses = quasi_dense_loss(head(key_feats.float()), head(ref_feats.float()), key_ids, ref_ids)
+        for name, value in losses.items():
+            totals[name] = totals.get(name, 0.0) + value / len(batch)
+    return totals
+
+
+class _PairValidation(ValidationLoss):
+    """ValidationLoss over one batch of pairs (its size: the number of pairs)."""
+
+    @torch.no_grad()
+    def measure(self) -> float:
+        was_training = self.model.training
+        self.model.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            value = float(sum(self.loss_fn(self.model, self.batches[0]).values()))
+        self.model.train(was_training)
+        return value
+
+
+@dataclass
+class EmbeddingRun:
+    """A trained head and what its training measured."""
+
+    head: QuasiDenseEmbedHead
+    seconds: float
+    plateau: PlateauCheck
+    val_curve: list[tuple[int, float]]
+    final_loss: dict[str, float]
+
+
+def train_embedding(setup: EmbeddingTraining, train: Sequence[VideoFrames], val: Sequence[VideoFrames], seed: int,
+                    out_dir: str | Path | None = None, resume: bool = False) -> EmbeddingRun:
+    """A fresh embedding head (initialised from ``seed``) trained on key/reference pairs of
+    ``train``, its validation loss measured on fixed pairs of ``val``. With ``out_dir`` the run
+    checkpoints there (``checkpoints/model_final.pt``) and can ``resume``."""
+    in_channels = int(train[0].detections[0].roi_features.shape[1])
+    torch.manual_seed(derive_seed(seed, 0xE4B))
+    head = QuasiDenseEmbedHead(**setup.head_kwargs(in_channels))
+    config = setup.engine_config(seed)
+    val_path = None if out_dir is None else Path(out_dir) / "val_loss.csv"
+    validation = _PairValidation(head, [fixed_pairs(val, setup.val_pairs, setup.max_gap)], setup.iters, val_path,
+                                 loss_fn=pair_loss)
+    start = time.perf_counter()
+    summary = Trainer(head, None, config, out_dir, loss_fn=pair_loss, callbacks=[validation],
+                      batches=PairBatches(train, setup.pairs_per_batch, setup.max_gap, seed)).train(resume=resume)
+    head.eval()
+    final = {k: float(v) for k, v in summary["losses"].items()}
+    return EmbeddingRun(head, time.perf_counter() - start, validation.check(phase_end=max(config.lr_steps, default=None)),
+                        validation.curve(), final)
