@@ -318,6 +318,8 @@ def test_video_statistics_hand_computed():
     stats = video_statistics(gt, k=1)
     assert stats["full_occlusion_events"] == 1 and stats["depth_order_swaps"] == 1
     assert stats["tracks_per_video"] == 2 and stats["videos"] == 1 and stats["frames"] == 4
+    longer = video_statistics(gt, k=2)  # a's gap is one frame: no event of >= 2
+    assert longer["full_occlusion_events"] == 0 and longer["full_occlusion_k"] == 2
 
 
 def test_bad_input_names_file_and_record(tiny, tmp_path, default_videos):

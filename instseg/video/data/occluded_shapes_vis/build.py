@@ -295,9 +295,9 @@ def video_statistics(gt: dict, k: int = 3) -> dict[str, Any]:
     shares over object-frames, full-occlusion events (hidden >= ``k`` frames, then visible again),
     MBOR (mean over frames of the box occlusion rate, OVIS), enter/leave events and depth-order swaps."""
     by_video: dict[int, list[dict]] = {v["id"]: [] for v in gt["videos"]}
-    for k, ann in enumerate(gt["annotations"]):
+    for i, ann in enumerate(gt["annotations"]):
         if ann.get("video_id") not in by_video:
-            raise InputError(f"video_id {ann.get('video_id')!r} is not among the videos", record=f"annotations[{k}]")
+            raise InputError(f"video_id {ann.get('video_id')!r} is not among the videos", record=f"annotations[{i}]")
         by_video[ann["video_id"]].append(ann)
     levels = {"none": 0, "slight": 0, "severe": 0}
     in_frame, visible, bors, events, entering, leaving, swaps = [], [], [], 0, 0, 0, 0
