@@ -30,7 +30,9 @@ from instseg.video.data.occluded_shapes_vis import (
     render_frame,
     video_statistics,
 )
-from instseg.video.data.occluded_shapes_vis.build import full_occlusion_events, occlusion_level, track_states
+from instseg.video.data.occluded_shapes_vis.build import (
+    full_occlusion_events, occlusion_level, seen_occlusion_events, track_states,
+)
 
 TINY = dict(SMOKE, frames_per_video=6, split_sizes={"train": 1, "val": 2, "test": 1})
 # md5 of render_appearance on 40 looks x 3 sizes, computed with the implementation before appearance_at existed
@@ -154,6 +156,20 @@ def test_annotations_agree_with_render(tiny):
                 assert union.max() <= 1  # visible masks are disjoint
             assert set(mots) == expected_rows
     assert len(set(video_ids)) == len(video_ids) == 4 and len(set(ann_ids)) == len(ann_ids)
+
+
+def test_seen_occlusion_events_need_clear_frames_on_both_sides():
+    def frame(visible: int, amodal: int = 10) -> dict:
+        vis, amo = np.zeros(10, bool), np.zeros(10, bool)
+        amo[:amodal], vis[:visible] = True, True
+        return {1: {"visible": vis, "amodal": amo}}
+
+    clear, sliver, hidden = frame(8), frame(2), frame(0)
+    masks = [clear, clear, sliver, hidden, hidden, hidden, sliver, clear, clear]
+    assert seen_occlusion_events(masks, 1, k=3, lead=2) == 1
+    assert seen_occlusion_events(masks, 1, k=3, lead=3) == 0  # only two clear frames each side
+    assert seen_occlusion_events([sliver, sliver, *masks[2:]], 1, k=3, lead=1) == 0  # a sliver before: not seen
+    assert seen_occlusion_events(masks, 1, k=4, lead=1) == 0
 
 
 def test_full_occlusion_events_counts_hand_cases():

@@ -29,7 +29,7 @@ from instseg.video.data.kitti_mots import write_kitti_mots
 from instseg.video.data.occluded_shapes_vis.motion import TrackMotion, draw_motion, oscillation
 from instseg.video.data.occluded_shapes_vis.render import frame_masks, render_frame
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: scheduled occlusions are seen before and after (full_occlusion_lead)
 VIDEO_STREAM = 0x56495300  # "VIS\0": keeps video streams apart from the image benchmark's
 APPEARANCE_MODEL = "drawn per video and category from one category-independent distribution; instances jittered"
 SCENE_KEYS = ("height", "width", "length", "background", "camera", "noise", "objects")
@@ -56,6 +56,7 @@ class VideoBenchmarkConfig:
     max_border_tracks: int = 2
     full_occlusion_rate: float = 0.8  # share of videos with a scheduled full occlusion
     full_occlusion_frames: tuple[int, int] = (3, 8)  # its length; the lower bound is verified
+    full_occlusion_lead: int = 3  # frames it is less than half covered before and after (verified)
     lookalike_rate: float = 0.5  # share of videos with a same-category crossing
     pan_rate: float = 0.5
     max_pan_speed: int = 1  # px/frame, integer so the background flow is exact
@@ -122,10 +123,10 @@ def track_states(masks: list[dict[int, dict[str, np.ndarray]]], track_id: int) -
             for m in masks]
 
 
-def full_occlusion_events(states: list[str], k: int) -> int:
-    """Runs of >= k "hidden" frames with the track visible just before and just after: it disappears
-    behind something in the frame and reappears."""
-    events, t = 0, 0
+def hidden_runs(states: list[str], k: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of >= k "hidden" frames with the track visible just before and
+    just after: it disappears behind something in the frame and reappears."""
+    runs, t = [], 0
     while t < len(states):
         if states[t] != "hidden":
             t += 1
@@ -134,9 +135,23 @@ def full_occlusion_events(states: list[str], k: int) -> int:
         while end < len(states) and states[end] == "hidden":
             end += 1
         if end - t >= k and t > 0 and states[t - 1] == "visible" and end < len(states) and states[end] == "visible":
-            events += 1
+            runs.append((t, end))
         t = end
-    return events
+    return runs
+
+
+def full_occlusion_events(states: list[str], k: int) -> int:
+    """How many runs :func:`hidden_runs` finds."""
+    return len(hidden_runs(states, k))
+
+
+def seen_occlusion_events(masks: list[dict[int, dict[str, np.ndarray]]], track_id: int, k: int, lead: int) -> int:
+    """Full occlusions of >= k frames around which the object is less than half covered in >= lead
+    frames before and >= lead frames after: ones a tracker has a chance to recover from."""
+    clear = [bool(m[track_id]["amodal"].any()) and 2 * int(m[track_id]["visible"].sum()) > int(m[track_id]["amodal"].sum())
+             for m in masks]
+    return sum(sum(clear[:start]) >= lead and sum(clear[end:]) >= lead
+               for start, end in hidden_runs(track_states(masks, track_id), k))
 
 
 def _acceptable(cfg: VideoBenchmarkConfig, scene: dict, masks: list[dict], scheduled: bool) -> bool:
@@ -146,7 +161,8 @@ def _acceptable(cfg: VideoBenchmarkConfig, scene: dict, masks: list[dict], sched
     states = {o["track_id"]: track_states(masks, o["track_id"]) for o in scene["objects"]}
     if not all("visible" in s for s in states.values()):
         return False
-    return not scheduled or any(full_occlusion_events(s, cfg.full_occlusion_frames[0]) for s in states.values())
+    return not scheduled or any(seen_occlusion_events(masks, o["track_id"], cfg.full_occlusion_frames[0],
+                                                      cfg.full_occlusion_lead) for o in scene["objects"])
 
 
 def generate_video(cfg: VideoBenchmarkConfig, split: str, index: int) -> tuple[dict, list[dict]]:

@@ -170,7 +170,11 @@ def occlusion_pair(cfg: "VideoBenchmarkConfig", rng: np.random.Generator) -> lis
     else:
         return []
     frames = float(rng.uniform(cfg.full_occlusion_frames[0], cfg.full_occlusion_frames[1] + 1))
-    speed = 2.0 * margin / frames
+    # Fast enough that the small object is less than half covered for `full_occlusion_lead` frames
+    # on each side of the cover (half covered -> hidden takes ~reach / speed frames), so a tracker
+    # can see it before it vanishes and after it comes back; a slow pass would keep it a sliver.
+    room = min(t_c, n - 1 - t_c) - frames / 2 - cfg.full_occlusion_lead
+    speed = max(2.0 * margin / frames, reach / max(room, 1.0))
     heading = float(rng.uniform(0, 2 * np.pi))
     offset = float(rng.uniform(-0.3, 0.3)) * margin
     t = np.arange(n)[:, None] - t_c
