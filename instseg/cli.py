@@ -9,7 +9,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from instseg.errors import InputError
 
@@ -46,28 +46,35 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sync_image_data(dvc_file: Path, params_path: str, workers: int) -> str:
-    from instseg.config import load_params
+def sync_generated(dvc_file: Path, build: Callable[[Path], Any], what: str = "benchmark") -> str:
+    """Regenerate the folder ``dvc_file`` tracks with ``build(folder)`` if it is missing or differs,
+    in a staging folder that replaces it only when its hash matches; a line saying what happened."""
     from instseg.data.dvc_hash import dir_md5, tracked_md5
-    from instseg.data.occluded_shapes import build_benchmark
 
     tracked_path, expected = tracked_md5(dvc_file)
     root = dvc_file.parent / tracked_path
     if root.exists() and dir_md5(root) == expected:
         return f"{root} matches {dvc_file} ({expected})"
-    cfg = _benchmark_config(params_path, load_params(params_path)["data"]["scale"])
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
         staging = Path(tmp) / root.name
-        build_benchmark(cfg, staging, workers=workers)
+        build(staging)
         got = dir_md5(staging)
         if got != expected:
-            raise InputError(f"regenerated benchmark hashes to {got}, not {expected}; are the libraries "
+            raise InputError(f"regenerated {what} hashes to {got}, not {expected}; are the libraries "
                              "pinned in constraints.txt installed?", dvc_file)
         if root.exists():
             shutil.rmtree(root)
         staging.rename(root)
     return f"regenerated {root}; it matches {dvc_file} ({expected})"
+
+
+def _sync_image_data(dvc_file: Path, params_path: str, workers: int) -> str:
+    from instseg.config import load_params
+    from instseg.data.occluded_shapes import build_benchmark
+
+    cfg = _benchmark_config(params_path, load_params(params_path)["data"]["scale"])
+    return sync_generated(dvc_file, lambda folder: build_benchmark(cfg, folder, workers=workers))
 
 
 def cmd_data_sync(args: argparse.Namespace) -> int:

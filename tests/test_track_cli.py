@@ -163,3 +163,24 @@ def test_bad_inputs_exit_2_naming_the_file(tmp_path: Path, detector_run: Path, m
         assert "no_such_setting" in lines[0]
     else:
         assert str(culprit) in lines[0]
+
+
+def test_track_an_mp4_written_from_smoke_benchmark_frames(tmp_path: Path, smoke_video_dir: Path,
+                                                          smoke_runs_dir: Path) -> None:
+    """The acceptance case: a smoke video written to mp4, tracked by the smoke detector run."""
+    from instseg.video.data.ytvis import load_ytvis_gt, validate_ytvis_results
+
+    gt = load_ytvis_gt(smoke_video_dir / "annotations" / "val.json")
+    video = gt["videos"][0]
+    clip = tmp_path / f"{video['name']}.mp4"
+    with VideoWriter(clip, fps=10) as writer:
+        for name in video["file_names"]:
+            writer.write(np.asarray(Image.open(smoke_video_dir / "frames" / name).convert("RGB")))
+    out = tmp_path / "results.json"
+    assert main(["track", "--checkpoint", str(smoke_runs_dir / "frcnn"), "--video", str(clip), "--out", str(out),
+                 "--mots-out", str(tmp_path / "mots"), "--viz", str(tmp_path / "overlay.mp4")]) == 0
+    described = json.loads(out.with_suffix(".video.json").read_text())
+    assert described["videos"][0]["length"] == video["length"]
+    validate_ytvis_results(json.loads(out.read_text()), described | {"categories": gt["categories"]}, out)
+    read_kitti_mots(tmp_path / "mots" / f"{video['name']}.txt")
+    assert len(list(open_video(tmp_path / "overlay.mp4").frames())) == video["length"]

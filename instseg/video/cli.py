@@ -8,7 +8,6 @@ import argparse
 import itertools
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +61,26 @@ def cmd_eval_video(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = evaluate_vis(gt, results)
     if args.by_occlusion:
         metrics["by_occlusion"] = ap_by_occlusion_vis(gt, results)
+    if args.min_gap is not None:
+        from instseg.video.evaluation.recovery import identity_recovery_vis
+
+        metrics["identity_recovery"] = identity_recovery_vis(gt, results, args.min_gap, args.grace)
     if args.out:
         _write_json(args.out, metrics)
     for key, value in metrics.items():
-        if key != "by_occlusion":
+        if key not in ("by_occlusion", "identity_recovery"):
             print(f"{key:<6} {'-' if value is None else f'{value:.4f}'}")
     for level, row in metrics.get("by_occlusion", {}).items():
         print(f"AP {level:<7} {'-' if row['AP'] is None else format(row['AP'], '.4f')}  ({row['n_gt']} GT tracks)")
+    if "identity_recovery" in metrics:
+        _print_recovery(metrics["identity_recovery"], args.min_gap)
     return 0
+
+
+def _print_recovery(recovery: dict[str, Any], min_gap: int) -> None:
+    rate = "-" if recovery["rate"] is None else f"{recovery['rate']:.3f}"
+    print(f"identity recovery after >= {min_gap} hidden frames: {recovery['recovered']}/{recovery['events']} = {rate} "
+          f"({recovery['never_matched']} more never matched before the gap)")
 
 
 def _class_names(spec: str | None) -> tuple[dict[int, str], int | None]:
@@ -107,9 +118,7 @@ def cmd_eval_mots(args: argparse.Namespace) -> int:
     for name, row in [*metrics["per_class"].items(), ("mean", metrics["mean"])]:
         print(f"{name:<14}" + "".join(f"{row[c]:>8}" if c == "IDSW" else f"{row[c]:>8.4f}" for c in columns))
     if "identity_recovery" in metrics:
-        rec = metrics["identity_recovery"]
-        rate = "-" if rec["rate"] is None else f"{rec['rate']:.3f}"
-        print(f"identity recovery after >= {args.min_gap} hidden frames: {rec['recovered']}/{rec['events']} = {rate}")
+        _print_recovery(metrics["identity_recovery"], args.min_gap)
     return 0
 
 
@@ -174,6 +183,9 @@ def add_video_commands(sub: argparse._SubParsersAction, data: argparse._SubParse
     ev.add_argument("--dt", required=True, help="results JSON: [{video_id, category_id, score, segmentations}]")
     ev.add_argument("--out", default=None, help="write the metrics as JSON")
     ev.add_argument("--by-occlusion", action="store_true", help="AP per OVIS occlusion level (light/medium/heavy)")
+    ev.add_argument("--min-gap", type=int, default=None,
+                    help="also report identity recovery after >= this many frames without a visible mask")
+    ev.add_argument("--grace", type=int, default=3, help="frames after a gap in which the track may be re-found")
     ev.set_defaults(func=cmd_eval_video)
 
     mots = sub.add_parser("eval-mots", help="MOTS metrics (HOTA, MOTSA, IDF1, ...) through TrackEval")
@@ -203,23 +215,10 @@ def add_video_commands(sub: argparse._SubParsersAction, data: argparse._SubParse
 
 def sync_video_data(dvc_file: Path, params_path: str, workers: int) -> str:
     """Regenerate the video benchmark tracked by ``dvc_file`` if missing or different; a line saying what happened."""
+    from instseg.cli import sync_generated
     from instseg.config import load_params
-    from instseg.data.dvc_hash import dir_md5, tracked_md5
     from instseg.video.params import video_data_scale
 
-    tracked_path, expected = tracked_md5(dvc_file)
-    root = dvc_file.parent / tracked_path
-    if root.exists() and dir_md5(root) == expected:
-        return f"{root} matches {dvc_file} ({expected})"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
-        staging = Path(tmp) / root.name
-        build_video_data(params_path, video_data_scale(load_params(params_path)), staging, workers)
-        got = dir_md5(staging)
-        if got != expected:
-            raise InputError(f"regenerated video benchmark hashes to {got}, not {expected}; are the libraries "
-                             "pinned in constraints.txt installed?", dvc_file)
-        if root.exists():
-            shutil.rmtree(root)
-        staging.rename(root)
-    return f"regenerated {root}; it matches {dvc_file} ({expected})"
+    scale = video_data_scale(load_params(params_path))
+    return sync_generated(dvc_file, lambda folder: build_video_data(params_path, scale, folder, workers),
+                          "video benchmark")

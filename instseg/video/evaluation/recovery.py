@@ -177,3 +177,45 @@ def identity_recovery_dirs(gt_dir: str | Path, dt_dir: str | Path, min_gap: int,
     """:func:`identity_recovery` on folders of KITTI-MOTS `<seq>.txt` files."""
     gt_seqs, dt_seqs = read_mots_pair(gt_dir, dt_dir)
     return identity_recovery(gt_seqs, dt_seqs, min_gap, grace, class_ids=class_ids, ignore_class=ignore_class)
+
+
+def vis_as_mots(gt: dict, results: list[dict]) -> tuple[dict[str, list[MotsRow]], dict[str, list[MotsRow]]]:
+    """YouTube-VIS ground truth and results as MOTS sequences (keyed by video id): tracks numbered
+    ``class * 1000 + k`` in order; each frame's result masks painted in descending score order, a
+    pixel going to the highest-scoring result that covers it (MOTS forbids overlaps). Crowd ground
+    truth is left out (it has no identity to recover)."""
+    gt_seqs: dict[str, list[MotsRow]] = {str(v["id"]): [] for v in gt["videos"]}
+    dt_seqs: dict[str, list[MotsRow]] = {str(v["id"]): [] for v in gt["videos"]}
+    for k, ann in enumerate(a for a in gt["annotations"] if not a.get("iscrowd", 0)):
+        obj = ann["category_id"] * 1000 + k + 1
+        gt_seqs[str(ann["video_id"])] += [MotsRow(t, obj, ann["category_id"], rle)
+                                          for t, rle in enumerate(ann["segmentations"]) if rle is not None]
+    by_video: dict[str, list[tuple[int, dict]]] = {}
+    for k, res in enumerate(results):
+        by_video.setdefault(str(res["video_id"]), []).append((k, res))
+    for seq, tracks in by_video.items():
+        tracks.sort(key=lambda item: -item[1]["score"])
+        length = max(len(r["segmentations"]) for _, r in tracks)
+        for t in range(length):
+            taken = None
+            for k, res in tracks:
+                rle = res["segmentations"][t] if t < len(res["segmentations"]) else None
+                if rle is None:
+                    continue
+                mask = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()
+                                          if isinstance(rle["counts"], str) else rle["counts"]}).astype(bool)
+                taken = np.zeros_like(mask) if taken is None else taken
+                mask &= ~taken
+                taken |= mask
+                if mask.any():
+                    painted = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+                    painted["counts"] = painted["counts"].decode()
+                    dt_seqs[seq].append(MotsRow(t, res["category_id"] * 1000 + k + 1, res["category_id"], painted))
+    return gt_seqs, dt_seqs
+
+
+def identity_recovery_vis(gt: dict, results: list[dict], min_gap: int, grace: int = 3) -> dict:
+    """:func:`identity_recovery` of YouTube-VIS results (each result is one predicted track)."""
+    gt_seqs, dt_seqs = vis_as_mots(gt, results)
+    return identity_recovery(gt_seqs, dt_seqs, min_gap, grace, class_ids=[c["id"] for c in gt["categories"]],
+                             ignore_class=None)

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from instseg.engine.runs import load_run
-from instseg.errors import InputError
 from instseg.video.data.kitti_mots import read_mots_dir
 from instseg.video.data.ytvis import load_ytvis_gt
+from instseg.video.models.trackers.base import config_from_dict
 from instseg.video.tracking.detection_cache import detect_videos
 from instseg.video.tracking.embedding_training import EmbeddingTraining, train_embedding
-from instseg.video.tracking.evaluate import TrackingScores, evaluate_tracking, track_videos
+from instseg.video.tracking.evaluate import TrackingScores, evaluate_tracking, frame_ap, track_videos
 from instseg.video.tracking.runs import TrackerSpec, build_tracker, save_tracker_run
 
 
@@ -45,15 +45,12 @@ class TrackingSetup:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrackingSetup:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"unknown tracking keys: {', '.join(sorted(unknown))}", record="video tracking")
         values = dict(values)
         if "seeds" in values:
             values["seeds"] = tuple(values["seeds"])
         if "embedding" in values:
             values["embedding"] = EmbeddingTraining.from_dict(values["embedding"])
-        return cls(**values)
+        return config_from_dict(cls, values, "video tracking")
 
 
 @dataclass
@@ -65,6 +62,7 @@ class BaselineResults:
     runs: pd.DataFrame
     training: pd.DataFrame
     seconds: dict[str, float]
+    frame_ap: dict[str, float | None]  # the detector on the frames as images: the ceiling of linking
 
 
 def run_baselines(setup: TrackingSetup, data_root: str | Path, runs_root: str | Path,
@@ -88,6 +86,7 @@ def run_baselines(setup: TrackingSetup, data_root: str | Path, runs_root: str | 
     evaluated = detect_videos(detector, l2c, gt[split], root / "frames", with_features=True,
                               batch_size=setup.batch_size)
     seconds["detect"] = time.perf_counter() - tic
+    detector_on_frames = frame_ap(gt[split], evaluated)
 
     scores: dict[tuple[str, int], TrackingScores] = {}
     tic = time.perf_counter()
@@ -113,7 +112,7 @@ def run_baselines(setup: TrackingSetup, data_root: str | Path, runs_root: str | 
                          "phase_improvement": run.plateau.phase_improvement, **run.final_loss})
         seconds[f"quasi_dense_s{seed}"] = time.perf_counter() - tic
     runs = pd.DataFrame([{"tracker": name, "seed": seed, **s.summary} for (name, seed), s in scores.items()])
-    return BaselineResults(scores, runs, pd.DataFrame(training), seconds)
+    return BaselineResults(scores, runs, pd.DataFrame(training), seconds, detector_on_frames)
 
 
 def per_video_table(results: BaselineResults, tracker: str, metric: str, seeds: Sequence[int]) -> pd.DataFrame:

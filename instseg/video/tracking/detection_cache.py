@@ -27,6 +27,7 @@ from instseg.video.models.inference import FrameDetections, detect_frames
 from instseg.video.models.trackers.embedding import assign_track_ids
 
 JITTER_PER_GT = 4  # jittered copies of each ground-truth box among a training frame's ROIs
+TRAIN_MIN_SCORE = 0.3  # a training frame keeps the detections a tracker would link (QDTrack's object score)
 
 
 @dataclass
@@ -96,9 +97,9 @@ def detect_videos(detector: nn.Module, label_to_category_id: dict[int, int], gt:
                   video_ids: Sequence[int] | None = None, with_features: bool = False, training: bool = False,
                   seed: int = 0, batch_size: int = 8) -> list[VideoFrames]:
     """Detections on every frame of the videos ``video_ids`` (default: all) of ``gt``. With
-    ``training``, ROI features of each frame's detections, ground-truth boxes and jittered copies,
-    each assigned a track id by QDTrack's IoU rule; the masks are then dropped (a head trains on
-    features only). Features are stored as float16."""
+    ``training``, ROI features of each frame's detections scoring at least ``TRAIN_MIN_SCORE``,
+    its ground-truth boxes and jittered copies, each assigned a track id by QDTrack's IoU rule; the
+    masks are then dropped (a head trains on features only). Features are stored as float16."""
     videos = {v["id"]: v for v in gt["videos"]}
     out = []
     for video_id in (video_ids if video_ids is not None else sorted(videos)):
@@ -113,9 +114,11 @@ def detect_videos(detector: nn.Module, label_to_category_id: dict[int, int], gt:
             if det.roi_features is not None:
                 det.roi_features = det.roi_features.half()
             if training:
+                keep = torch.cat([det.scores >= TRAIN_MIN_SCORE, torch.ones(len(extras[t]), dtype=torch.bool)])
+                det = FrameDetections(det.boxes[keep[:len(det)]], det.scores[keep[:len(det)]],
+                                      det.labels[keep[:len(det)]], det.masks[:0], det.roi_features[keep])
                 rois = torch.cat([det.boxes, extras[t]])
                 ids.append(assign_track_ids(rois, truth[t].boxes, truth[t].track_ids))
-                det.masks = det.masks[:0]
             frames.append(det)
         out.append(VideoFrames(video_id, video.get("name", str(video_id)), frames, truth if training else [], ids))
     return out

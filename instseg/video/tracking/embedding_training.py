@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from instseg.engine import InfiniteBatchSampler, TrainConfig, derive_seed
 from instseg.engine.plateau import PlateauCheck
 from instseg.engine.trainer import Trainer
 from instseg.engine.validation import ValidationLoss
-from instseg.errors import InputError
+from instseg.video.models.trackers.base import config_from_dict
 from instseg.video.models.trackers.embedding import QuasiDenseEmbedHead, quasi_dense_loss
 from instseg.video.tracking.detection_cache import VideoFrames
 
@@ -46,10 +46,7 @@ class EmbeddingTraining:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EmbeddingTraining:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"unknown embedding training keys: {', '.join(sorted(unknown))}", record="tracking.embedding")
-        return cls(**values)
+        return config_from_dict(cls, values, "tracking.embedding")
 
     def head_kwargs(self, in_channels: int) -> dict[str, int]:
         return {"in_channels": in_channels, "conv_channels": self.conv_channels, "fc_channels": self.fc_channels,
@@ -106,10 +103,14 @@ def fixed_pairs(videos: Sequence[VideoFrames], count: int, max_gap: int, seed: i
 
 
 def pair_loss(head: nn.Module, batch: Sequence[Pair]) -> dict[str, Tensor]:
-    """The quasi-dense loss terms, averaged over the batch's pairs (the engine's ``loss_fn``)."""
+    """The quasi-dense loss terms, averaged over the batch's pairs (the engine's ``loss_fn``). The
+    head embeds every ROI of the batch in one call (GroupNorm: per ROI, so batching changes no
+    value), then each pair's loss reads its own rows."""
+    features = [f for key, _, ref, _ in batch for f in (key, ref)]
+    embeds = head(torch.cat(features).float()).split([len(f) for f in features])
     totals: dict[str, Tensor] = {}
-    for key_feats, key_ids, ref_feats, ref_ids in batch:
-        losses = quasi_dense_loss(head(key_feats.float()), head(ref_feats.float()), key_ids, ref_ids)
+    for k, (_, key_ids, _, ref_ids) in enumerate(batch):
+        losses = quasi_dense_loss(embeds[2 * k], embeds[2 * k + 1], key_ids, ref_ids)
         for name, value in losses.items():
             totals[name] = totals.get(name, 0.0) + value / len(batch)
     return totals

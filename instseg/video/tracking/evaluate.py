@@ -31,6 +31,32 @@ MOTS_METRICS = ("HOTA", "DetA", "AssA", "MOTSA", "MOTSP", "sMOTSA", "IDF1", "IDS
 VIS_METRICS = ("AP", "AP50", "AP75", "AR1", "AR10")
 
 
+def frame_ap(gt: dict, videos: Sequence[VideoFrames]) -> dict[str, float | None]:
+    """The detector's COCO mask AP/AR (fractions) with every frame an image and the visible masks
+    its ground truth: how well the image detector transfers to the frames, before any linking."""
+    from instseg.data.coco_json import mask_to_rle
+    from instseg.evaluation import evaluate
+
+    known = {v["id"]: v for v in gt["videos"]}
+    images, annotations, results = [], [], []
+    for video in videos:
+        record = known[video.video_id]
+        for t, det in enumerate(video.detections):
+            image_id = len(images) + 1
+            images.append({"id": image_id, "height": record["height"], "width": record["width"],
+                           "file_name": record["file_names"][t]})
+            annotations += [{"id": len(annotations) + k + 1, "image_id": image_id, "category_id": a["category_id"],
+                             "segmentation": a["segmentations"][t], "area": a["areas"][t], "bbox": a["bboxes"][t],
+                             "iscrowd": a.get("iscrowd", 0)}
+                            for k, a in enumerate(a for a in gt["annotations"]
+                                                  if a["video_id"] == video.video_id and a["segmentations"][t] is not None)]
+            results += [{"image_id": image_id, "category_id": int(det.labels[k]), "score": float(det.scores[k]),
+                         "segmentation": mask_to_rle(det.masks[k].numpy().astype("uint8"))} for k in range(len(det))]
+    coco = {"images": images, "annotations": annotations, "categories": gt["categories"]}
+    metrics = evaluate(coco, results, iou_type="segm")
+    return {k: None if metrics[k] is None else metrics[k] / 100 for k in ("AP", "AP50", "AP75", "AR1", "AR10")}
+
+
 def track_videos(videos: Sequence[VideoFrames], tracker: Tracker, embed_head: nn.Module | None = None
                  ) -> dict[int, TrackedVideo]:
     """Each video's tracks (video id -> TrackedVideo), the tracker reset per video."""
@@ -47,14 +73,15 @@ def track_videos(videos: Sequence[VideoFrames], tracker: Tracker, embed_head: nn
 @dataclass
 class TrackingScores:
     """What one tracker scored: the headline ``summary`` (fractions; IDSW and event counts as
-    integers), per video (HOTA, MOTSA, IDF1, IDSW: class averages within the video) and every
-    identity-recovery event with its outcome."""
+    integers), per video (HOTA, MOTSA, IDF1, IDSW: class averages within the video), every
+    identity-recovery event with its outcome, and the tracks themselves (for the widgets)."""
 
     summary: dict[str, Any]
     per_video: pd.DataFrame
     events: pd.DataFrame
     vis: dict[str, Any]
     mots: dict[str, Any]
+    tracked: Mapping[int, TrackedVideo]
 
 
 def _occluded_in_frame(gt: dict) -> dict[tuple[str, int], set[int]]:
@@ -111,4 +138,4 @@ def evaluate_tracking(gt: dict, tracked: Mapping[int, TrackedVideo], gt_mots: Ma
         one = evaluate_mots_sequences({name: rows}, {name: dt_mots.get(name, [])}, class_names, ignore_class=None,
                                       ignore_empty_classes=True)["mean"]
         per_video.append({"video": name, **{k: one[k] for k in ("HOTA", "MOTSA", "IDF1", "IDSW")}})
-    return TrackingScores(summary, pd.DataFrame(per_video).set_index("video"), events, vis, mots)
+    return TrackingScores(summary, pd.DataFrame(per_video).set_index("video"), events, vis, mots, dict(tracked))

@@ -36,7 +36,8 @@ SCENE_KEYS = ("height", "width", "length", "background", "camera", "noise", "obj
 OBJECT_KEYS = ("track_id", "category_id", "shape", "aspect", "look", "frames")
 
 SMOKE: dict[str, Any] = {"image_size": 64, "frames_per_video": 8, "split_sizes": {"train": 2, "val": 2, "test": 2},
-                         "radius_range": [0.14, 0.28], "full_occlusion_frames": [2, 3]}
+                         "radius_range": [0.14, 0.28], "full_occlusion_frames": [2, 3],
+                         "full_occlusion_lead": 1}
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def config_from_dict(cls: type[C], values: dict[str, Any], record: str) -> C:
     params.yaml must not silently fall back to a default)."""
     unknown = set(values) - {f.name for f in fields(cls)}
     if unknown:
-        raise InputError(f"unknown tracker keys: {', '.join(sorted(unknown))}", record=record)
+        raise InputError(f"unknown keys: {', '.join(sorted(unknown))}", record=record)
     return cls(**values)
 
 
