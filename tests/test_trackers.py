@@ -127,3 +127,13 @@ def test_mask_iou_equals_pycocotools():
         ref = mask_utils.iou(rle[0], rle[1], [0] * len(b))
         worst = max(worst, float(np.abs(ours - ref).max()))
     assert worst < 1e-6
+
+
+def test_duplicates_of_one_object_are_linked_once_whatever_their_label():
+    """Two boxes of one object (IoU 0.82, different categories) start one track, not two: the same
+    class-agnostic duplicate removal (box IoU > 0.7) as the embedding tracker's; off at 1."""
+    duplicates = _frame([(20, 20, 0.9, 1), (21, 20, 0.8, 2)])
+    assert MaskIoUTracker().update(duplicates).tolist() == [1, -1]
+    assert MaskIoUTracker(MaskIoUConfig(duplicate_iou=1.0)).update(duplicates).tolist() == [1, 2]
+    apart = _frame([(20, 20, 0.9, 1), (24, 20, 0.8, 2)])  # IoU 0.43: two objects
+    assert MaskIoUTracker().update(apart).tolist() == [1, 2]

@@ -16,10 +16,11 @@ from PIL import Image
 from instseg.data.appearance import _grid, appearance_at, draw_appearance, jitter_appearance, render_appearance
 from instseg.data.coco_json import read_json, segmentation_to_mask
 from instseg.data.dvc_hash import dir_md5
+from instseg.config import load_params
 from instseg.errors import InputError
 from instseg.video.data.kitti_mots import read_kitti_mots
+from instseg.video.params import video_section
 from instseg.video.data.occluded_shapes_vis import (
-    SMOKE,
     VideoBenchmarkConfig,
     build_video_benchmark,
     flow,
@@ -34,6 +35,7 @@ from instseg.video.data.occluded_shapes_vis.build import (
     full_occlusion_events, occlusion_level, seen_occlusion_events, track_states,
 )
 
+SMOKE = video_section(load_params(Path(__file__).resolve().parents[1] / "params.yaml"), "smoke", "benchmark")
 TINY = dict(SMOKE, frames_per_video=6, split_sizes={"train": 1, "val": 2, "test": 1})
 # md5 of render_appearance on 40 looks x 3 sizes, computed with the implementation before appearance_at existed
 RENDER_APPEARANCE_MD5 = "8b06c07d600dadaaa8ee823e26e81b68"

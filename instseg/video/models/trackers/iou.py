@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+from torchvision.ops import nms
 
 from instseg.video.models.trackers.base import Tracker, check_detections, config_from_dict
 
@@ -27,6 +28,7 @@ class MaskIoUConfig:
     object_score: float = 0.3  # detections below are ignored
     max_age: int = 10  # a track unmatched for more frames than this is dropped
     predict_motion: bool = True  # move the last mask by the box-centre velocity before matching
+    duplicate_iou: float = 0.7  # class-agnostic box NMS among the linked detections, as QDTrack's (1: off)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MaskIoUConfig:
@@ -101,6 +103,10 @@ class MaskIoUTracker(Tracker):
         ids = torch.full((n,), -1, dtype=torch.int64)
         centres = box_centres(boxes.float().cpu())
         candidates = torch.nonzero(scores >= self.config.object_score).flatten().cpu()
+        if self.config.duplicate_iou < 1 and len(candidates):
+            # the same duplicate removal as the embedding tracker's, so the two differ only in how they link
+            kept = nms(boxes[candidates].float().cpu(), scores[candidates].float().cpu(), self.config.duplicate_iou)
+            candidates = candidates[kept].sort().values
         matched = self._match(masks, labels, candidates)
         for d, k in matched:
             track = self._tracks[k]
