@@ -28,3 +28,4 @@ bench: install
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_heads.py
+	$(PY) benchmarks/bench_attention.py
