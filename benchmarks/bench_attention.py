@@ -8,9 +8,14 @@ FLOPs; MACs = FLOPs / 2 is printed beside (the thesis counts one MAC as one FLOP
 memory is counted with the readout (a memory frame's prototypes are computed once per frame it
 spends in the memory; with T frames each query frame pays for one new frame's EM: ``em_per_frame``).
 
-Wall time is measured at our size (``--hw``, default 32 x 32 = P2 of a 128² frame) on this
-machine, medians of ``--repeat`` runs, as ratios to the explicit non-local attention measured in
-the same run. Peak memory is not measured here yet.
+Peak memory at the paper's sizes is the peak of live tensors the computation creates
+(:class:`instseg.video.tensor_memory.PeakTensorMemory`, on the same meta tensors: a measurement of
+tensor allocations, not of an allocator; on CUDA ``torch.cuda.max_memory_allocated`` would be the
+allocator's). It counts op outputs, not a kernel's private workspace, and on meta tensors SDPA runs
+its math fallback: the fused row's memory is that fallback's (one attention matrix), not what a
+flash kernel would hold; a real CUDA run is needed for that. Wall time is measured at our size (``--hw``, default 32 x 32 = P2 of a 128² frame)
+on this machine, medians of ``--repeat`` runs, as ratios to the explicit non-local attention
+measured in the same run.
 
 Usage: python benchmarks/bench_attention.py [--lengths 2 4 8] [--hw 1024] [--channels 256] [--repeat 5]
 """
@@ -28,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from instseg.video.layers.attention import nonlocal_attention
 from instseg.video.layers.prototypes import em_prototypes, prototype_readout, value_prototypes
+from instseg.video.tensor_memory import PeakTensorMemory
 
 PAPER_HW = 180 * 320  # BDD100K 720 x 1280 frames at stride 4 (P2)
 
@@ -65,6 +71,12 @@ def count_flops(fn: Callable, args: tuple) -> int:
     return int(counter.get_total_flops())
 
 
+def peak_bytes(fn: Callable, args: tuple) -> int:
+    with PeakTensorMemory() as memory:
+        fn(*args)
+    return memory.peak
+
+
 def wall_time(fn: Callable, args: tuple, repeat: int) -> float:
     fn(*args)
     times = []
@@ -92,15 +104,19 @@ def main() -> None:
             paper = _inputs(PAPER_HW, args.channels, length, args.prototypes, "meta")
             ours = _inputs(args.hw, args.channels, length, args.prototypes, "cpu")
             flops = {name: count_flops(fn, paper) for name, fn in methods.items()}
+            memory = {name: peak_bytes(fn, paper) for name, fn in methods.items()}
             times = {name: wall_time(fn, ours, args.repeat) for name, fn in methods.items()}
             base_flops, base_time = flops["non-local (explicit)"], times["non-local (explicit)"]
             for name in methods:
                 rows.append({"T": length, "method": name, "paper_size_GFLOPs": flops[name] / 1e9,
                              "paper_size_GMACs": flops[name] / 2e9, "flops_vs_nonlocal": flops[name] / base_flops,
+                             "paper_size_peak_GB": memory[name] / 1e9,
+                             "memory_vs_nonlocal": memory[name] / memory["non-local (explicit)"],
                              f"time_ms_at_{args.hw}": 1e3 * times[name], "time_vs_nonlocal": times[name] / base_time})
     for row in rows:
         print(f"T={row['T']}  {row['method']:<24} {row['paper_size_GFLOPs']:>10.1f} GFLOPs "
-              f"({row['flops_vs_nonlocal']:.3f}x non-local)  {row[f'time_ms_at_{args.hw}']:>8.2f} ms "
+              f"({row['flops_vs_nonlocal']:.3f}x non-local) {row['paper_size_peak_GB']:>7.2f} GB "
+              f"({row['memory_vs_nonlocal']:.3f}x)  {row[f'time_ms_at_{args.hw}']:>8.2f} ms "
               f"({row['time_vs_nonlocal']:.2f}x)")
     if args.out:
         with open(args.out, "w") as f:
