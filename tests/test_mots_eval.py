@@ -234,3 +234,21 @@ def test_empty_class_counts_as_zero_unless_ignored() -> None:
     dt = {"s": [MotsRow(t, 1007, 1, _band(0, 4)) for t in range(4)]}  # no pedestrian on either side
     assert evaluate_mots_sequences(GT, dt, CLASSES)["mean"]["MOTSA"] == 0.5
     assert evaluate_mots_sequences(GT, dt, CLASSES, ignore_empty_classes=True)["mean"]["MOTSA"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_per_sequence_equals_each_sequence_evaluated_alone(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    gt_seqs, dt_seqs = {}, {}
+    for s in range(3):
+        gt_rows, dt_rows, _ = _random_sequence(rng)
+        gt_seqs[f"{s:04d}"] = [MotsRow(*r) for r in gt_rows]
+        dt_seqs[f"{s:04d}"] = [MotsRow(*r) for r in dt_rows]
+    for empty in (False, True):
+        both = evaluate_mots_sequences(gt_seqs, dt_seqs, CLASSES, ignore_class=IGNORE_CLASS,
+                                       ignore_empty_classes=empty, per_sequence=True)
+        assert "per_sequence" not in evaluate_mots_sequences(gt_seqs, dt_seqs, CLASSES, ignore_class=IGNORE_CLASS)
+        for seq in gt_seqs:
+            alone = evaluate_mots_sequences({seq: gt_seqs[seq]}, {seq: dt_seqs[seq]}, CLASSES,
+                                            ignore_class=IGNORE_CLASS, ignore_empty_classes=empty)["mean"]
+            assert both["per_sequence"][seq] == pytest.approx(alone, abs=1e-12, nan_ok=True)

@@ -104,6 +104,7 @@ def evaluate_mots_sequences(
     min_gap: int | None = None,
     grace: int = 3,
     ignore_empty_classes: bool = False,
+    per_sequence: bool = False,
 ) -> dict:
     """MOTS metrics per class and their class average, on in-memory sequences (rows of ``read_kitti_mots``).
 
@@ -112,7 +113,8 @@ def evaluate_mots_sequences(
     ``combine_classes_class_averaged`` (fractions averaged over classes, counts summed; a class with no
     GT and no prediction counts as 0 unless ``ignore_empty_classes``, TrackEval's own switch), i.e.
     BDD100K-style mMOTSA / mIDF1. GT rows of ``ignore_class`` are ignore regions. With ``min_gap``, adds
-    ``"identity_recovery"`` (:func:`identity_recovery` over the same classes).
+    ``"identity_recovery"`` (:func:`identity_recovery` over the same classes). With ``per_sequence``,
+    adds ``"per_sequence": {seq: M}``, each sequence's own class average, from the same evaluations.
     """
     if not class_names:
         raise InputError("class_names is empty: nothing to evaluate")
@@ -123,16 +125,25 @@ def evaluate_mots_sequences(
     if unknown:
         raise InputError(f"results for sequences not in the ground truth: {unknown}")
     metrics = _metrics()
-    per_class_res = {}
+    seq_res: dict[str, dict[str, dict]] = {}  # class name -> sequence -> metric -> TrackEval's result
     for class_id, name in class_names.items():
-        per_seq = {seq: preprocess_sequence(seq, gt_rows, dt_seqs.get(seq, []), class_id, ignore_class)
-                   for seq, gt_rows in sorted(gt_seqs.items())}
-        per_class_res[name] = {m: metric.combine_sequences({s: metric.eval_sequence(d) for s, d in per_seq.items()})
-                               for m, metric in metrics.items()}
-    mean = {m: metric.combine_classes_class_averaged({c: r[m] for c, r in per_class_res.items()},
-                                                     ignore_empty_classes)
-            for m, metric in metrics.items()}
+        seq_res[name] = {}
+        for seq, gt_rows in sorted(gt_seqs.items()):
+            data = preprocess_sequence(seq, gt_rows, dt_seqs.get(seq, []), class_id, ignore_class)
+            seq_res[name][seq] = {m: metric.eval_sequence(data) for m, metric in metrics.items()}
+
+    def class_mean(seqs: list[str]) -> tuple[dict, dict]:
+        """(per class, class average) of TrackEval's results combined over ``seqs``."""
+        per_class = {c: {m: metric.combine_sequences({s: res[s][m] for s in seqs}) for m, metric in metrics.items()}
+                     for c, res in seq_res.items()}
+        return per_class, {m: metric.combine_classes_class_averaged({c: r[m] for c, r in per_class.items()},
+                                                                    ignore_empty_classes)
+                           for m, metric in metrics.items()}
+
+    per_class_res, mean = class_mean(sorted(gt_seqs))
     out = {"per_class": {c: _summary(r) for c, r in per_class_res.items()}, "mean": _summary(mean)}
+    if per_sequence:
+        out["per_sequence"] = {seq: _summary(class_mean([seq])[1]) for seq in sorted(gt_seqs)}
     if min_gap is not None:
         out["identity_recovery"] = identity_recovery(gt_seqs, dt_seqs, min_gap, grace, class_ids=list(class_names),
                                                      ignore_class=ignore_class)

@@ -124,7 +124,7 @@ def evaluate_tracking(gt: dict, tracked: Mapping[int, TrackedVideo], gt_mots: Ma
     # a category with neither ground truth nor predictions in the split is left out of the class
     # average (TrackEval's own switch), not averaged in as 0
     mots = evaluate_mots_sequences(gt_mots, dt_mots, class_names, ignore_class=None, min_gap=min_gap, grace=grace,
-                                   ignore_empty_classes=True)
+                                   ignore_empty_classes=True, per_sequence=True)
     events = _events_table(mots["identity_recovery"]["per_event"], gt)
     occlusion_events = [e for e, keep in zip(mots["identity_recovery"]["per_event"], events["occlusion"]) if keep]
     recovery = summarize_recovery(occlusion_events)
@@ -133,9 +133,6 @@ def evaluate_tracking(gt: dict, tracked: Mapping[int, TrackedVideo], gt_mots: Ma
     summary |= {f"AP_{level}": row["AP"] for level, row in vis["by_occlusion"].items()}
     summary |= {"recovery": recovery["rate"], "recovery_events": recovery["events"],
                 "recovery_all_gaps": mots["identity_recovery"]["rate"]}
-    per_video = []
-    for name, rows in sorted(gt_mots.items()):
-        one = evaluate_mots_sequences({name: rows}, {name: dt_mots.get(name, [])}, class_names, ignore_class=None,
-                                      ignore_empty_classes=True)["mean"]
-        per_video.append({"video": name, **{k: one[k] for k in ("HOTA", "MOTSA", "IDF1", "IDSW")}})
-    return TrackingScores(summary, pd.DataFrame(per_video).set_index("video"), events, vis, mots, dict(tracked))
+    per_video = pd.DataFrame([{"video": name, **{k: m[k] for k in ("HOTA", "MOTSA", "IDF1", "IDSW")}}
+                              for name, m in mots["per_sequence"].items()]).set_index("video")
+    return TrackingScores(summary, per_video, events, vis, mots, dict(tracked))
