@@ -31,15 +31,30 @@ def _benchmark_config(params_path: str, scale: str | None):
     return BenchmarkConfig.from_dict(scale_params(params, scale)["benchmark"])
 
 
+def empty_output_dir(out: str | Path, force: bool) -> Path:
+    """``out``, emptied if ``force``; a non-empty one without ``force`` is an InputError (nothing is lost)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise InputError("output directory is not empty (pass --force to replace it)", out)
+        shutil.rmtree(out)
+    return out
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark builder takes."""
+    parser.add_argument("--scale", default=None, help="preset from params.yaml (default: its 'scale')")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+
+
 def cmd_data_build(args: argparse.Namespace) -> int:
     from instseg.data.occluded_shapes import build_benchmark
 
     cfg = _benchmark_config(args.params, args.scale)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        if not args.force:
-            raise InputError("output directory is not empty (pass --force to replace it)", out)
-        shutil.rmtree(out)
+    out = empty_output_dir(args.out, args.force)
     summary = build_benchmark(cfg, out, workers=args.workers)
     print(f"wrote {summary['images']} images to {out} in {summary['seconds']:.1f} s "
           f"({summary['images_per_second']:.0f} images/s, {args.workers} worker(s))")
@@ -244,11 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="build, check and describe datasets").add_subparsers(dest="data_command", required=True)
     build = data.add_parser("build", help="generate the OccludedShapes benchmark")
-    build.add_argument("--scale", default=None, help="preset from params.yaml (default: its 'scale')")
-    build.add_argument("--out", required=True)
-    build.add_argument("--params", default="params.yaml")
-    build.add_argument("--workers", type=int, default=2)
-    build.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    add_build_arguments(build)
     build.set_defaults(func=cmd_data_build)
 
     sync = data.add_parser("sync", help="regenerate the benchmarks tracked by data.dvc and data_vis.dvc if they "

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,9 @@ def build_video_data(params_path: str, scale: str | None, out: Path, workers: in
 
 
 def cmd_data_build_video(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        if not args.force:
-            raise InputError("output directory is not empty (pass --force to replace it)", out)
-        shutil.rmtree(out)
+    from instseg.cli import empty_output_dir
+
+    out = empty_output_dir(args.out, args.force)
     summary = build_video_data(args.params, args.scale, out, args.workers)
     print(f"wrote {summary['videos']} videos ({summary['frames']} frames, {summary['full_occlusion_events']} "
           f"full-occlusion events) to {out} in {summary['seconds']:.1f} s "
@@ -47,8 +44,6 @@ def cmd_data_build_video(args: argparse.Namespace) -> int:
 def _write_json(path: str | Path, data: Any) -> None:
     from instseg.engine.checkpoint import atomic_write
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True).encode()))
 
 
@@ -128,6 +123,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     from instseg.video.data.frames import open_video
     from instseg.video.data.kitti_mots import write_kitti_mots
     from instseg.video.data.track_results import TrackedVideo
+    from instseg.video.data.ytvis import write_ytvis_results
     from instseg.video.models.inference import detect_frames, track_frames
     from instseg.video.tracking.runs import load_tracker_run
 
@@ -152,7 +148,7 @@ def cmd_track(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.close()
     results = tracked.ytvis_results(video_id=1)
-    _write_json(args.out, results)
+    write_ytvis_results(args.out, results)
     _write_json(Path(args.out).with_suffix(".video.json"), {
         "videos": [{"id": 1, "name": video.name, "width": video.size[1], "height": video.size[0],
                     "length": tracked.length, "file_names": video.file_names()[:tracked.length]}],
@@ -168,14 +164,19 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_recovery_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-gap", type=int, default=None,
+                        help="also report identity recovery after >= this many frames without a visible mask")
+    parser.add_argument("--grace", type=int, default=3, help="frames after a gap in which the track may be re-found")
+
+
 def add_video_commands(sub: argparse._SubParsersAction, data: argparse._SubParsersAction) -> None:
     """Register the video commands on the ``instseg`` parser (``sub``) and its ``data`` group."""
-    build = data.add_parser("build-video", help="generate the OccludedShapes-VIS video benchmark")
-    build.add_argument("--scale", default=None, help="preset under video.scales in params.yaml (default: 'scale')")
-    build.add_argument("--out", required=True)
-    build.add_argument("--params", default="params.yaml")
-    build.add_argument("--workers", type=int, default=2)
-    build.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    from instseg.cli import add_build_arguments
+
+    build = data.add_parser("build-video", help="generate the OccludedShapes-VIS video benchmark "
+                                                "(its preset: video.scales.<scale> in params.yaml)")
+    add_build_arguments(build)
     build.set_defaults(func=cmd_data_build_video)
 
     ev = sub.add_parser("eval-video", help="YouTube-VIS AP/AR of a results file (as the official ytvoseval)")
@@ -183,9 +184,7 @@ def add_video_commands(sub: argparse._SubParsersAction, data: argparse._SubParse
     ev.add_argument("--dt", required=True, help="results JSON: [{video_id, category_id, score, segmentations}]")
     ev.add_argument("--out", default=None, help="write the metrics as JSON")
     ev.add_argument("--by-occlusion", action="store_true", help="AP per OVIS occlusion level (light/medium/heavy)")
-    ev.add_argument("--min-gap", type=int, default=None,
-                    help="also report identity recovery after >= this many frames without a visible mask")
-    ev.add_argument("--grace", type=int, default=3, help="frames after a gap in which the track may be re-found")
+    _add_recovery_arguments(ev)
     ev.set_defaults(func=cmd_eval_video)
 
     mots = sub.add_parser("eval-mots", help="MOTS metrics (HOTA, MOTSA, IDF1, ...) through TrackEval")
@@ -196,9 +195,7 @@ def add_video_commands(sub: argparse._SubParsersAction, data: argparse._SubParse
                       help="a JSON with categories, or id:name,... (default: KITTI's 1:car,2:pedestrian)")
     mots.add_argument("--ignore-class", type=int, default=None,
                       help="class id of ignore regions (default: 10 for KITTI classes, none for a JSON; -1: none)")
-    mots.add_argument("--min-gap", type=int, default=None,
-                      help="also report identity recovery after >= this many fully hidden frames")
-    mots.add_argument("--grace", type=int, default=3, help="frames after a gap in which the track may be re-found")
+    _add_recovery_arguments(mots)
     mots.set_defaults(func=cmd_eval_mots)
 
     tr = sub.add_parser("track", help="track the instances of a video (folder of frames or a video file)")
