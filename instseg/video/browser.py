@@ -14,9 +14,9 @@ from typing import Any
 import cv2
 import matplotlib.pyplot as plt
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
 
+from instseg.data.coco_json import segmentation_to_mask
+from instseg.video.data.frames import read_image
 from instseg.video.viz import draw_tracks, track_colour
 
 LAYERS = ("visible", "amodal", "tracks", "flow")
@@ -35,10 +35,8 @@ def flow_to_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndar
 
 
 def _decode(rle: dict | None, shape: tuple[int, int]) -> np.ndarray:
-    if rle is None:
-        return np.zeros(shape, dtype=bool)
-    counts = rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]
-    return mask_utils.decode({"size": rle["size"], "counts": counts}).astype(bool)
+    """A frame's mask (an empty one where the track has none)."""
+    return np.zeros(shape, dtype=bool) if rle is None else segmentation_to_mask(rle, *shape).astype(bool)
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -56,8 +54,7 @@ def video_frame(gt: dict, video: dict, t: int, frames_root: str | Path, show: tu
 
         picture = flow_to_rgb(flow(video["scene"], t, "forward"))
     else:
-        with Image.open(Path(frames_root) / video["file_names"][t]) as image:
-            picture = np.asarray(image.convert("RGB")).copy()
+        picture = read_image(Path(frames_root) / video["file_names"][t]).copy()
     anns = [a for a in gt["annotations"] if a["video_id"] == video["id"]]
     if "visible" in show:
         masks = np.stack([_decode(a["segmentations"][t], shape) for a in anns]) if anns else np.zeros((0, *shape), bool)

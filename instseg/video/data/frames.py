@@ -51,7 +51,7 @@ class VideoSource:
     def frames(self) -> Iterator[np.ndarray]:
         if self.files is not None:
             for path in self.files:
-                frame = _read_image(path)
+                frame = read_image(path)
                 if frame.shape[:2] != self.size:
                     raise InputError(f"frame is {frame.shape[1]}x{frame.shape[0]}, the first frame "
                                      f"{self.files[0].name} is {self.size[1]}x{self.size[0]}: mixed frame sizes",
@@ -61,7 +61,8 @@ class VideoSource:
         yield from _decode(self.path, self.size)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
+    """One frame file as RGB uint8; an unreadable one is an InputError naming it."""
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
@@ -111,7 +112,7 @@ def open_video(path: str | Path, fps: float = 10.0) -> VideoSource:
         files = tuple(sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key))
         if not files:
             raise InputError(f"the folder holds no frames (looked for {', '.join(sorted(FRAME_SUFFIXES))})", path)
-        first = _read_image(files[0])
+        first = read_image(files[0])
         return VideoSource(path, files, len(files), first.shape[:2], fps)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(f"not a video file or frame folder (video suffixes: {', '.join(sorted(VIDEO_SUFFIXES))})",

@@ -14,15 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two xywh boxes."""
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return float(inter / union) if union > 0 else 0.0
+from pycocotools import mask as mask_utils
 
 
 def occlusion_events(ann: dict, min_gap: int) -> list[tuple[int, int]]:
@@ -57,9 +49,10 @@ def motion_shortcut(gt: dict, min_gap: int, boxes: str = "bboxes") -> dict[str, 
                     prev = np.asarray(ann[boxes][earlier[-1]], float)
                     velocity = (box[:2] + box[2:] / 2 - prev[:2] - prev[2:] / 2) / (before - earlier[-1])
                 guess = np.concatenate([box[:2] + velocity * (after - before), box[2:]])
-                own = _iou(guess, np.asarray(ann[boxes][after], float))
-                others = [_iou(guess, np.asarray(o[boxes][after], float)) for o in anns
-                          if o is not ann and o[boxes][after] is not None]
+                targets = [ann[boxes][after]] + [o[boxes][after] for o in anns
+                                                 if o is not ann and o[boxes][after] is not None]
+                own, *others = np.asarray(mask_utils.iou([guess.tolist()], targets, [0] * len(targets))).ravel()
+                own = float(own)
                 best = own > max(others, default=0.0)
                 ious.append(own)
                 solved += bool(best and own >= 0.5)

@@ -14,13 +14,27 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor
 
 from instseg.data.coco_json import mask_to_rle
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 MOTS_MAX_INSTANCE = 999  # KITTI-MOTS ids are class * 1000 + instance
+
+
+def disjoint_by_score(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Masks [N, H, W] made disjoint as MOTS requires: a pixel stays with the highest-scoring mask
+    that covers it (equal scores: the earlier mask)."""
+    out = np.zeros(masks.shape, dtype=bool)
+    taken = np.zeros(masks.shape[1:], dtype=bool)
+    for k in np.argsort(-scores, kind="stable"):
+        out[k] = masks[k] & ~taken
+        taken |= out[k]
+    return out
 
 
 @dataclass(frozen=True)
@@ -42,19 +56,13 @@ class TrackedVideo:
         self._tracks: dict[int, list[_Member]] = defaultdict(list)
 
     def add(self, detections: dict[str, Tensor], ids: Tensor) -> None:
-        masks = detections["masks"].bool().cpu().numpy()
-        scores = detections["scores"].float().cpu().numpy()
-        taken = np.zeros(masks.shape[-2:], dtype=bool)
-        for k in np.argsort(-scores, kind="stable"):
-            track_id = int(ids[k])
-            if track_id < 0:
-                continue
-            painted = masks[k] & ~taken
-            taken |= painted
-            self._tracks[track_id].append(_Member(
-                self.length, int(detections["labels"][k]), float(scores[k]),
-                mask_to_rle(masks[k].astype(np.uint8)),
-                mask_to_rle(painted.astype(np.uint8)) if painted.any() else None))
+        tracked = [k for k, track_id in enumerate(ids.tolist()) if track_id >= 0]
+        masks = detections["masks"].bool().cpu().numpy()[tracked]
+        scores = detections["scores"].float().cpu().numpy()[tracked]
+        for k, mask, painted in zip(tracked, masks, disjoint_by_score(masks, scores)):
+            self._tracks[int(ids[k])].append(_Member(
+                self.length, int(detections["labels"][k]), float(detections["scores"][k]),
+                mask_to_rle(mask.astype(np.uint8)), mask_to_rle(painted.astype(np.uint8)) if painted.any() else None))
         self.length += 1
 
     def categories(self) -> dict[int, tuple[int, float]]:

@@ -18,8 +18,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
+from instseg.data.coco_json import mask_to_rle, segmentation_to_mask
 from instseg.errors import InputError
 from instseg.video.data.kitti_mots import IGNORE_CLASS, MotsRow, read_kitti_mots, read_mots_dir
+from instseg.video.data.track_results import disjoint_by_score
 
 EPS = np.finfo(float).eps
 IOU_THRESHOLD = 0.5
@@ -195,22 +197,15 @@ def vis_as_mots(gt: dict, results: list[dict]) -> tuple[dict[str, list[MotsRow]]
         by_video.setdefault(str(res["video_id"]), []).append((k, res))
     for seq, tracks in by_video.items():
         tracks.sort(key=lambda item: -item[1]["score"])
-        length = max(len(r["segmentations"]) for _, r in tracks)
-        for t in range(length):
-            taken = None
-            for k, res in tracks:
-                rle = res["segmentations"][t] if t < len(res["segmentations"]) else None
-                if rle is None:
-                    continue
-                mask = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()
-                                          if isinstance(rle["counts"], str) else rle["counts"]}).astype(bool)
-                taken = np.zeros_like(mask) if taken is None else taken
-                mask &= ~taken
-                taken |= mask
-                if mask.any():
-                    painted = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-                    painted["counts"] = painted["counts"].decode()
-                    dt_seqs[seq].append(MotsRow(t, res["category_id"] * 1000 + k + 1, res["category_id"], painted))
+        for t in range(max(len(r["segmentations"]) for _, r in tracks)):
+            present = [(k, r) for k, r in tracks if t < len(r["segmentations"]) and r["segmentations"][t] is not None]
+            if not present:
+                continue
+            masks = np.stack([segmentation_to_mask(r["segmentations"][t], *r["segmentations"][t]["size"])
+                              for _, r in present]).astype(bool)
+            painted = disjoint_by_score(masks, np.array([r["score"] for _, r in present], dtype=float))
+            dt_seqs[seq] += [MotsRow(t, r["category_id"] * 1000 + k + 1, r["category_id"], mask_to_rle(m))
+                             for (k, r), m in zip(present, painted) if m.any()]
     return gt_seqs, dt_seqs
 
 

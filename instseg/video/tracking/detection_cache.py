@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from instseg.engine.seeding import derive_seed
 from instseg.errors import InputError
 from instseg.experiments.frozen_heads.roi_cache import jitter_boxes
+from instseg.video.data.frames import read_image
 from instseg.video.models.inference import FrameDetections, detect_frames
 from instseg.video.models.trackers.embedding import assign_track_ids
 
@@ -78,8 +78,7 @@ def read_frames(frames_root: str | Path, video: dict) -> Iterator[np.ndarray]:
         path = root / name
         if not path.is_file():
             raise InputError(f"frame {t} of video {video['id']} is missing", path)
-        with Image.open(path) as image:
-            yield np.asarray(image.convert("RGB"))
+        yield read_image(path)
 
 
 def _training_rois(truth: Sequence[FrameTruth], size: tuple[int, int], seed: int, video_id: int

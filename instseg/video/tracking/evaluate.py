@@ -38,6 +38,9 @@ def frame_ap(gt: dict, videos: Sequence[VideoFrames]) -> dict[str, float | None]
     from instseg.evaluation import evaluate
 
     known = {v["id"]: v for v in gt["videos"]}
+    tracks: dict[int, list[dict]] = {}
+    for ann in gt["annotations"]:
+        tracks.setdefault(ann["video_id"], []).append(ann)
     images, annotations, results = [], [], []
     for video in videos:
         record = known[video.video_id]
@@ -45,11 +48,11 @@ def frame_ap(gt: dict, videos: Sequence[VideoFrames]) -> dict[str, float | None]
             image_id = len(images) + 1
             images.append({"id": image_id, "height": record["height"], "width": record["width"],
                            "file_name": record["file_names"][t]})
-            annotations += [{"id": len(annotations) + k + 1, "image_id": image_id, "category_id": a["category_id"],
-                             "segmentation": a["segmentations"][t], "area": a["areas"][t], "bbox": a["bboxes"][t],
-                             "iscrowd": a.get("iscrowd", 0)}
-                            for k, a in enumerate(a for a in gt["annotations"]
-                                                  if a["video_id"] == video.video_id and a["segmentations"][t] is not None)]
+            for a in tracks.get(video.video_id, []):
+                if a["segmentations"][t] is not None:
+                    annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                        "category_id": a["category_id"], "segmentation": a["segmentations"][t],
+                                        "area": a["areas"][t], "bbox": a["bboxes"][t], "iscrowd": a.get("iscrowd", 0)})
             results += [{"image_id": image_id, "category_id": int(det.labels[k]), "score": float(det.scores[k]),
                          "segmentation": mask_to_rle(det.masks[k].numpy().astype("uint8"))} for k in range(len(det))]
     coco = {"images": images, "annotations": annotations, "categories": gt["categories"]}
