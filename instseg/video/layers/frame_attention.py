@@ -1,4 +1,6 @@
-"""PCAN's frame-level prototypical cross-attention module (eqs. 5.6-5.7), trainable end to end.
+"""PCAN's frame-level prototypical cross-attention module (eqs. 5.6-5.7), trainable end to end,
+and the modules it is compared with in the same slot: non-local and transformer attention over
+the memory (Table 5.5), and the released code's untrained test-time prototype bank.
 
 Each memory frame is encoded by two parallel 3x3 convolutions into keys and values and condensed
 into ``num_prototypes`` key/value prototypes by EM (eqs. 5.2-5.4), once, when it enters the memory.
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from instseg.video.layers.attention import MultiHeadAttention, nonlocal_attention
 from instseg.video.layers.prototypes import em_prototypes, prototype_readout, value_prototypes
 
 Prototypes = tuple[Tensor, Tensor]  # key prototypes [B, N, Ck], value prototypes [B, N, C]
@@ -59,3 +62,87 @@ class FramePrototypicalAttention(nn.Module):
         aggregated, _ = self.aggregate(feature, memory)
         aggregated = aggregated.transpose(1, 2).reshape(b, c, h, w)
         return feature + self.fuse(torch.cat([feature, aggregated], dim=1))
+
+
+class FrameNonLocalAttention(nn.Module):
+    """The non-local baseline of Table 5.5 in the same slot: the current frame's keys attend to
+    every position of the space-time memory and of the current frame (eq. 5.1), with the same key
+    and value encoders and the same fusion as :class:`FramePrototypicalAttention`."""
+
+    def __init__(self, channels: int, key_channels: int = 64, fused: bool = False) -> None:
+        super().__init__()
+        self.key = nn.Conv2d(channels, key_channels, 3, padding=1)
+        self.value = nn.Conv2d(channels, channels, 3, padding=1)
+        self.fuse = nn.Conv2d(2 * channels, channels, 1)
+        self.fused = fused
+
+    def memory_entry(self, feature: Tensor) -> tuple[Tensor, Tensor]:
+        """Every position's key and value: what a non-local memory stores of a frame."""
+        return self.key(feature).flatten(2).transpose(1, 2), self.value(feature).flatten(2).transpose(1, 2)
+
+    def forward(self, feature: Tensor, memory: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+        b, c, h, w = feature.shape
+        keys, values = self.memory_entry(feature)
+        memory_keys = torch.cat([k for k, _ in memory] + [keys], dim=1)
+        memory_values = torch.cat([v for _, v in memory] + [values], dim=1)
+        read = nonlocal_attention(keys, memory_keys, memory_values, fused=self.fused)
+        return feature + self.fuse(torch.cat([feature, read.transpose(1, 2).reshape(b, c, h, w)], dim=1))
+
+
+class FrameTransformerAttention(nn.Module):
+    """The transformer baseline of Table 5.5: multi-head attention of the current frame's pixels
+    onto the memory's and its own (a transformer layer's cross-attention, with its projections),
+    fused as the other two."""
+
+    def __init__(self, channels: int, heads: int = 4, fused: bool = False) -> None:
+        super().__init__()
+        self.attention = MultiHeadAttention(channels, heads, fused)
+        self.fuse = nn.Conv2d(2 * channels, channels, 1)
+
+    def memory_entry(self, feature: Tensor) -> Tensor:
+        """The frame's pixels as tokens [B, HW, C]."""
+        return feature.flatten(2).transpose(1, 2)
+
+    def forward(self, feature: Tensor, memory: Sequence[Tensor]) -> Tensor:
+        b, c, h, w = feature.shape
+        tokens = self.memory_entry(feature)
+        read = self.attention(tokens, torch.cat(list(memory) + [tokens], dim=1))
+        return feature + self.fuse(torch.cat([feature, read.transpose(1, 2).reshape(b, c, h, w)], dim=1))
+
+
+class RunningPrototypeBank:
+    """The released code's frame-level module (SysCV/pcan, test time only, untrained): prototypes
+    of the raw features by EM with dot-product responsibilities (E: softmax(scale x.mu) over
+    prototypes, normalised over pixels; M: mu = x.z, L2-normalised), kept as a running average over
+    the frames seen so far, read as softmax(x.mu) mu and blended as (1 - weight) x + weight r.
+
+    Stateful per video: ``reset()`` at its first frame. Ours, not the paper's: the paper trains
+    per-frame prototypes and aggregates them by eq. 5.7; this is the ablation row for the shortcut.
+    """
+
+    def __init__(self, num: int = 30, iters: int = 3, scale: float = 20.0, weight: float = 0.25) -> None:
+        self.num, self.iters, self.scale, self.weight = num, iters, scale, weight
+        self.reset()
+
+    def reset(self) -> None:
+        self._bank: Tensor | None = None
+        self._frames = 0
+
+    def _fit(self, points: Tensor) -> Tensor:
+        """[B, K, C] unit prototypes of unit ``points`` [B, M, C] by dot-product EM."""
+        picks = torch.linspace(0, points.shape[1] - 1, min(self.num, points.shape[1])).round().long()
+        mu = points[:, picks] if self._bank is None else self._bank
+        for _ in range(self.iters):
+            z = torch.softmax(self.scale * points @ mu.transpose(1, 2), dim=-1)
+            z = z / z.sum(1, keepdim=True).clamp(min=1e-6)
+            mu = nn.functional.normalize(z.transpose(1, 2) @ points, dim=-1)
+        return mu
+
+    def __call__(self, feature: Tensor) -> Tensor:
+        b, c, h, w = feature.shape
+        points = feature.flatten(2).transpose(1, 2)
+        mu = self._fit(nn.functional.normalize(points, dim=-1))
+        self._frames += 1
+        self._bank = mu if self._bank is None else self._bank + (mu - self._bank) / self._frames
+        read = torch.softmax(points @ self._bank.transpose(1, 2), dim=-1) @ self._bank
+        return (1 - self.weight) * feature + self.weight * read.transpose(1, 2).reshape(b, c, h, w)

@@ -35,6 +35,8 @@ class FrameDetections:
     labels: Tensor  # category ids (the dataset's), not the detector's contiguous labels
     masks: Tensor
     roi_features: Tensor | None = None
+    levels: dict[str, Tensor] | None = None  # with ``keep_levels``: the frame's FPN maps [C, h, w] ...
+    feature_size: tuple[int, int] | None = None  # ... and the size the transform resized the frame to
 
     def as_dict(self) -> dict[str, Tensor]:
         return {"boxes": self.boxes, "scores": self.scores, "labels": self.labels, "masks": self.masks}
@@ -79,12 +81,13 @@ def _to_tensor(frame: np.ndarray) -> Tensor:
 @torch.no_grad()
 def detect_frames(detector: nn.Module, frames: Iterable[np.ndarray], label_to_category_id: dict[int, int],
                   with_features: bool = False, batch_size: int = 8, mask_threshold: float = 0.5,
-                  extra_boxes: Iterable[Tensor] | None = None) -> Iterator[FrameDetections]:
+                  extra_boxes: Iterable[Tensor] | None = None, keep_levels: bool = False) -> Iterator[FrameDetections]:
     """Detections of every frame, in order. With ``with_features``, also the 7x7 ROI features of
     each detection, and of ``extra_boxes`` (one [M, 4] tensor per frame, original coordinates;
-    appended after the detections: the training ROIs of an embedding head)."""
+    appended after the detections: the training ROIs of an embedding head). With ``keep_levels``,
+    also the frame's FPN maps (what a video model that re-pools ROIs from its own features reads)."""
     detector.eval()
-    catcher = _FeatureCatcher(detector) if with_features else None
+    catcher = _FeatureCatcher(detector) if with_features or keep_levels else None
     pooler = embedding_pooler(detector) if with_features else None
     extras = iter(extra_boxes) if extra_boxes is not None else None
     try:
@@ -92,10 +95,12 @@ def detect_frames(detector: nn.Module, frames: Iterable[np.ndarray], label_to_ca
         for frame in frames:
             batch.append(frame)
             if len(batch) == batch_size:
-                yield from _detect_batch(detector, batch, label_to_category_id, catcher, pooler, extras, mask_threshold)
+                yield from _detect_batch(detector, batch, label_to_category_id, catcher, pooler, extras, mask_threshold,
+                                         keep_levels)
                 batch = []
         if batch:
-            yield from _detect_batch(detector, batch, label_to_category_id, catcher, pooler, extras, mask_threshold)
+            yield from _detect_batch(detector, batch, label_to_category_id, catcher, pooler, extras, mask_threshold,
+                                     keep_levels)
     finally:
         if catcher is not None:
             catcher.remove()
@@ -103,7 +108,8 @@ def detect_frames(detector: nn.Module, frames: Iterable[np.ndarray], label_to_ca
 
 def _detect_batch(detector: nn.Module, frames: list[np.ndarray], label_to_category_id: dict[int, int],
                   catcher: _FeatureCatcher | None, pooler: MultiScaleRoIAlign | None,
-                  extras: Iterator[Tensor] | None, mask_threshold: float) -> Iterator[FrameDetections]:
+                  extras: Iterator[Tensor] | None, mask_threshold: float, keep_levels: bool = False
+                  ) -> Iterator[FrameDetections]:
     images = [_to_tensor(f) for f in frames]
     preds = detector(images)
     for k, (image, pred) in enumerate(zip(images, preds)):
@@ -118,6 +124,9 @@ def _detect_batch(detector: nn.Module, frames: list[np.ndarray], label_to_catego
                 boxes = resize_boxes(boxes, list(original), list(size))
             levels = {name: catcher.features[name][k:k + 1] for name in pooler.featmap_names}
             out.roi_features = pooler(levels, [boxes], [size])
+        if keep_levels and catcher is not None:
+            out.levels = {name: f[k] for name, f in catcher.features.items() if name != "pool"}
+            out.feature_size = catcher.sizes[k]
         yield out
 
 

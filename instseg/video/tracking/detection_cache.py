@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
+from instseg.data.coco_json import segmentation_to_mask
 from instseg.engine.seeding import derive_seed
 from instseg.errors import InputError
 from instseg.experiments.frozen_heads.roi_cache import jitter_boxes
@@ -32,10 +33,12 @@ TRAIN_MIN_SCORE = 0.3  # a training frame keeps the detections a tracker would l
 
 @dataclass
 class FrameTruth:
-    """One frame's ground truth for tracking: visible boxes (xyxy) and the track of each."""
+    """One frame's ground truth for tracking: visible boxes (xyxy), the track of each and, when
+    asked for, the visible masks [N, H, W] (bool)."""
 
     boxes: Tensor
     track_ids: Tensor
+    masks: Tensor | None = None
 
 
 @dataclass
@@ -52,14 +55,16 @@ class VideoFrames:
         return len(self.detections)
 
 
-def frame_truth(gt: dict, video_id: int) -> list[FrameTruth]:
+def frame_truth(gt: dict, video_id: int, with_masks: bool = False) -> list[FrameTruth]:
     """Per frame of ``video_id``: its visible boxes and their tracks (the annotation id, unique per
-    track in YouTube-VIS data)."""
+    track in YouTube-VIS data), and with ``with_masks`` their visible masks."""
     video = next((v for v in gt["videos"] if v["id"] == video_id), None)
     if video is None:
         raise InputError(f"video {video_id} is not in the ground truth")
+    h, w = video["height"], video["width"]
     boxes: list[list[list[float]]] = [[] for _ in range(video["length"])]
     ids: list[list[int]] = [[] for _ in range(video["length"])]
+    masks: list[list[np.ndarray]] = [[] for _ in range(video["length"])]
     for ann in gt["annotations"]:
         if ann["video_id"] != video_id or ann.get("iscrowd", 0):
             continue
@@ -67,8 +72,13 @@ def frame_truth(gt: dict, video_id: int) -> list[FrameTruth]:
             if box is not None and box[2] > 0 and box[3] > 0:
                 boxes[t].append(box)
                 ids[t].append(int(ann["id"]))
+                if with_masks:
+                    masks[t].append(segmentation_to_mask(ann["segmentations"][t], h, w).astype(bool))
     return [FrameTruth(box_convert(torch.tensor(b, dtype=torch.float32).reshape(-1, 4), "xywh", "xyxy"),
-                       torch.tensor(i, dtype=torch.int64)) for b, i in zip(boxes, ids)]
+                       torch.tensor(i, dtype=torch.int64),
+                       torch.from_numpy(np.stack(m)) if m else torch.zeros((0, h, w), dtype=torch.bool)
+                       if with_masks else None)
+            for b, i, m in zip(boxes, ids, masks)]
 
 
 def read_frames(frames_root: str | Path, video: dict) -> Iterator[np.ndarray]:
@@ -81,14 +91,15 @@ def read_frames(frames_root: str | Path, video: dict) -> Iterator[np.ndarray]:
         yield read_image(path)
 
 
-def _training_rois(truth: Sequence[FrameTruth], size: tuple[int, int], seed: int, video_id: int
-                   ) -> list[Tensor]:
-    """Per frame: its ground-truth boxes and ``JITTER_PER_GT`` jittered copies of each."""
+def training_rois(truth: Sequence[FrameTruth], size: tuple[int, int], seed: int, video_id: int
+                  ) -> list[tuple[Tensor, Tensor]]:
+    """Per frame: its ground-truth boxes and ``JITTER_PER_GT`` jittered copies of each, with the
+    index of each box's ground truth (its parent)."""
     out = []
     for t, frame in enumerate(truth):
         generator = torch.Generator().manual_seed(derive_seed(seed, video_id, t))
-        jittered, _ = jitter_boxes(frame.boxes, JITTER_PER_GT, size, generator)
-        out.append(torch.cat([frame.boxes, jittered]))
+        jittered, parents = jitter_boxes(frame.boxes, JITTER_PER_GT, size, generator)
+        out.append((torch.cat([frame.boxes, jittered]), torch.cat([torch.arange(len(frame.boxes)), parents])))
     return out
 
 
@@ -104,7 +115,8 @@ def detect_videos(detector: nn.Module, label_to_category_id: dict[int, int], gt:
     for video_id in (video_ids if video_ids is not None else sorted(videos)):
         video = videos[video_id]
         truth = frame_truth(gt, video_id)
-        extras = _training_rois(truth, (video["height"], video["width"]), seed, video_id) if training else None
+        extras = [boxes for boxes, _ in training_rois(truth, (video["height"], video["width"]), seed, video_id)
+                  ] if training else None
         frames = []
         ids = []
         for t, det in enumerate(detect_frames(detector, read_frames(frames_root, video), label_to_category_id,

@@ -65,41 +65,68 @@ def _frame_index(videos: Sequence[VideoFrames]) -> list[tuple[int, int]]:
             if bool((video.roi_track_ids[t] >= 0).any())]
 
 
-def _pair(videos: Sequence[VideoFrames], key: tuple[int, int], offset_seed: int, max_gap: int) -> Pair:
-    v, t = key
+def reference_frame(length: int, t: int, max_gap: int, seed: int) -> int:
+    """The reference frame of key frame ``t``: drawn from ``seed`` within ``max_gap`` frames of it."""
+    offsets = [d for d in range(-max_gap, max_gap + 1) if d and 0 <= t + d < length]
+    return t + offsets[np.random.default_rng(seed).integers(len(offsets))]
+
+
+def _pair(videos: Sequence[VideoFrames], v: int, t: int, ref: int) -> Pair:
     video = videos[v]
-    offsets = [d for d in range(-max_gap, max_gap + 1) if d and 0 <= t + d < len(video)]
-    ref = t + offsets[np.random.default_rng(offset_seed).integers(len(offsets))]
     return (video.detections[t].roi_features, video.roi_track_ids[t],
             video.detections[ref].roi_features, video.roi_track_ids[ref])
 
 
-class PairBatches:
-    """The engine's batch source: iteration ``i`` gets ``pairs_per_batch`` key frames (an
-    epoch-wise permutation, as the image heads draw ROIs) each with a reference frame drawn from
-    ``derive_seed(seed, i, k)``."""
+class KeyReferenceBatches:
+    """The engine's batch source of (video, key frame, reference frame) index triples: iteration
+    ``i`` gets ``per_batch`` key frames (an epoch-wise permutation of ``keys``, as the image heads
+    draw ROIs), each with a reference frame drawn from ``derive_seed(seed, i, k)``."""
 
-    def __init__(self, videos: Sequence[VideoFrames], pairs_per_batch: int, max_gap: int, seed: int) -> None:
-        self.videos, self.max_gap, self.seed = videos, max_gap, seed
-        self.keys = _frame_index(videos)
-        if not self.keys:
+    def __init__(self, keys: Sequence[tuple[int, int]], lengths: Sequence[int], per_batch: int, max_gap: int,
+                 seed: int) -> None:
+        if not keys:
             raise ValueError("no training frame has a ROI assigned to a track")
-        self.sampler = InfiniteBatchSampler(len(self.keys), pairs_per_batch, seed)
+        self.keys, self.lengths, self.max_gap, self.seed = list(keys), list(lengths), max_gap, seed
+        self.sampler = InfiniteBatchSampler(len(self.keys), per_batch, seed)
 
-    def batch(self, iteration: int) -> list[Pair]:
-        return [_pair(self.videos, self.keys[k], derive_seed(self.seed, iteration, n), self.max_gap)
-                for n, k in enumerate(self.sampler.global_batch(iteration))]
+    def indices(self, iteration: int) -> list[tuple[int, int, int]]:
+        out = []
+        for n, k in enumerate(self.sampler.global_batch(iteration)):
+            v, t = self.keys[k]
+            out.append((v, t, reference_frame(self.lengths[v], t, self.max_gap, derive_seed(self.seed, iteration, n))))
+        return out
 
-    def __call__(self, start: int) -> Iterator[list[Pair]]:
+    def batch(self, iteration: int) -> Any:
+        return self.indices(iteration)
+
+    def __call__(self, start: int) -> Iterator[Any]:
         for iteration in itertools.count(start):
             yield self.batch(iteration)
 
 
+class PairBatches(KeyReferenceBatches):
+    """Key/reference pairs of ROI features and ids (see :class:`KeyReferenceBatches`)."""
+
+    def __init__(self, videos: Sequence[VideoFrames], pairs_per_batch: int, max_gap: int, seed: int) -> None:
+        super().__init__(_frame_index(videos), [len(v) for v in videos], pairs_per_batch, max_gap, seed)
+        self.videos = videos
+
+    def batch(self, iteration: int) -> list[Pair]:
+        return [_pair(self.videos, v, t, r) for v, t, r in self.indices(iteration)]
+
+
+def fixed_keys(keys: Sequence[tuple[int, int]], lengths: Sequence[int], count: int, max_gap: int, seed: int = 0
+               ) -> list[tuple[int, int, int]]:
+    """``count`` (video, key, reference) triples spread evenly over ``keys``: a validation batch."""
+    picks = np.unique(np.linspace(0, len(keys) - 1, min(count, len(keys))).round().astype(int))
+    return [(keys[k][0], keys[k][1], reference_frame(lengths[keys[k][0]], keys[k][1], max_gap, derive_seed(seed, k)))
+            for k in picks]
+
+
 def fixed_pairs(videos: Sequence[VideoFrames], count: int, max_gap: int, seed: int = 0) -> list[Pair]:
     """``count`` key/reference pairs spread evenly over ``videos``: the validation batch."""
-    keys = _frame_index(videos)
-    picks = np.unique(np.linspace(0, len(keys) - 1, min(count, len(keys))).round().astype(int))
-    return [_pair(videos, keys[k], derive_seed(seed, k), max_gap) for k in picks]
+    triples = fixed_keys(_frame_index(videos), [len(v) for v in videos], count, max_gap, seed)
+    return [_pair(videos, v, t, r) for v, t, r in triples]
 
 
 def pair_loss(head: nn.Module, batch: Sequence[Pair]) -> dict[str, Tensor]:
@@ -116,8 +143,8 @@ def pair_loss(head: nn.Module, batch: Sequence[Pair]) -> dict[str, Tensor]:
     return totals
 
 
-class _PairValidation(ValidationLoss):
-    """ValidationLoss over one batch of pairs (its size: the number of pairs)."""
+class FixedBatchValidation(ValidationLoss):
+    """ValidationLoss over one fixed batch (pairs or clips), measured in train mode under a fixed seed."""
 
     @torch.no_grad()
     def measure(self) -> float:
@@ -151,7 +178,7 @@ def train_embedding(setup: EmbeddingTraining, train: Sequence[VideoFrames], val:
     head = QuasiDenseEmbedHead(**setup.head_kwargs(in_channels))
     config = setup.engine_config(seed)
     val_path = None if out_dir is None else Path(out_dir) / "val_loss.csv"
-    validation = _PairValidation(head, [fixed_pairs(val, setup.val_pairs, setup.max_gap)], setup.iters, val_path,
+    validation = FixedBatchValidation(head, [fixed_pairs(val, setup.val_pairs, setup.max_gap)], setup.iters, val_path,
                                  loss_fn=pair_loss)
     start = time.perf_counter()
     summary = Trainer(head, None, config, out_dir, loss_fn=pair_loss, callbacks=[validation],
