@@ -1,0 +1,198 @@
+"""The PCAN model on a frozen detector's FPN maps: the frame-level module on a set of levels, ROI
+features pooled from every level, QDTrack's embedding head, and the instance-level module (fg/bg
+prototypes of the tracklet, attention maps, temporal segmentation head) that refines the
+detector's coarse mask.
+
+Why ROI features from every level: the image detector assigns ROIs to levels by size, and at our
+128-pixel frames every object lands on P2, so a module on P3-P5 would change nothing a head reads.
+PANet-style pooling (the box pooled from each level, averaged) lets every level count, and is the
+same for every variant, the no-memory one included.
+
+Why the instance EM runs on L2-normalised ROI features with temperature 0.1: there the GMM
+responsibilities of eq. 5.3 are softmax(20 x.mu) up to a per-pixel constant, the released code's
+E-step, and the scale does not depend on the detector's feature magnitudes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from instseg.errors import InputError
+from instseg.models.mask_heads.bcnet import BilayerMaskHead
+from instseg.models.mask_heads.fcn import mask_head_loss
+from instseg.video.layers.frame_attention import (FrameNonLocalAttention, FramePrototypicalAttention,
+                                                  FrameTransformerAttention)
+from instseg.video.layers.instance_attention import TemporalSegmentationHead, attention_maps, instance_prototypes
+from instseg.video.models.trackers.base import config_from_dict
+from instseg.video.models.trackers.embedding import QuasiDenseEmbedHead
+
+LEVELS = {"p2": "0", "p3": "1", "p4": "2", "p5": "3"}  # torchvision FPN names by stride 4, 8, 16, 32
+ROI_SIZE = 14
+INSTANCE_TEMPERATURE = 0.1
+ATTENTIONS = ("prototypical", "nonlocal", "transformer")
+REFINES = ("temporal", "bilayer")
+
+
+@dataclass(frozen=True)
+class PCANConfig:
+    """Architecture (params.yaml ``video.scales.<s>.pcan.model``, rows override it).
+
+    ``memory_length`` counts the current frame: 1 is the frame module without memory (its
+    aggregate is the frame's own values), the capacity twin of every longer memory."""
+
+    levels: tuple[str, ...] = ("p3", "p4", "p5")
+    memory_length: int = 4
+    attention: str = "prototypical"
+    num_prototypes: int = 30  # per memory frame and level, at most one per 4 positions of the level
+    em_iters: int = 3
+    key_channels: int = 16
+    heads: int = 4  # transformer attention
+    fg_prototypes: int = 10
+    bg_prototypes: int = 10
+    instance_em_iters: int = 6
+    momentum: float = 0.2  # eq. 5.8's update rate; 1: the current frame's prototypes, 0: the initial ones
+    refine: str = "temporal"
+    refine_channels: int = 32
+    embed_conv_channels: int = 32
+    embed_fc_channels: int = 256
+    embed_dim: int = 128
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(self.levels))
+        problems = []
+        if unknown := [lv for lv in self.levels if lv not in LEVELS]:
+            problems.append(f"unknown levels {unknown} (known: {sorted(LEVELS)})")
+        if self.attention not in ATTENTIONS:
+            problems.append(f"attention must be one of {ATTENTIONS}")
+        if self.refine not in REFINES:
+            problems.append(f"refine must be one of {REFINES}")
+        if self.memory_length < 1 or not 0 <= self.momentum <= 1:
+            problems.append("memory_length must be >= 1 and momentum in [0, 1]")
+        if min(self.fg_prototypes, self.bg_prototypes, self.num_prototypes) < 0:
+            problems.append("prototype numbers must be >= 0")
+        if problems:
+            raise InputError("; ".join(problems), record="pcan.model")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PCANConfig:
+        return config_from_dict(cls, dict(values), "pcan.model")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def level_prototypes(num: int, positions: int) -> int:
+    """Prototypes of one memory frame at a level of ``positions`` pixels: at most one per 4."""
+    return max(1, min(num, positions // 4))
+
+
+class _LevelModule(nn.Module):
+    """One level's frame module; the prototypical one picks its prototype number per map size."""
+
+    def __init__(self, config: PCANConfig, channels: int) -> None:
+        super().__init__()
+        self.config = config
+        if config.attention == "prototypical":
+            self.inner: nn.Module = FramePrototypicalAttention(channels, config.key_channels, config.num_prototypes,
+                                                               config.em_iters)
+        elif config.attention == "nonlocal":
+            self.inner = FrameNonLocalAttention(channels, config.key_channels)
+        else:
+            self.inner = FrameTransformerAttention(channels, config.heads)
+
+    def _sized(self, feature: Tensor) -> None:
+        if isinstance(self.inner, FramePrototypicalAttention):
+            self.inner.num_prototypes = level_prototypes(self.config.num_prototypes, feature.shape[-2] * feature.shape[-1])
+
+    def memory_entry(self, feature: Tensor) -> Any:
+        self._sized(feature)
+        return self.inner.memory_entry(feature)
+
+    def forward(self, feature: Tensor, memory: Sequence[Any]) -> Tensor:
+        self._sized(feature)
+        return self.inner(feature, memory)
+
+
+class PCAN(nn.Module):
+    """Frame module, ROI pooling, embedding head and instance-level refinement; the detector stays
+    outside (its maps, boxes and coarse masks come from the cache or a live forward)."""
+
+    def __init__(self, config: PCANConfig, channels: int) -> None:
+        super().__init__()
+        self.config, self.channels = config, channels
+        self.frame = nn.ModuleDict({LEVELS[lv]: _LevelModule(config, channels) for lv in config.levels})
+        self.embed_head = QuasiDenseEmbedHead(channels, conv_channels=config.embed_conv_channels,
+                                              fc_channels=config.embed_fc_channels, embed_dim=config.embed_dim)
+        if config.refine == "temporal":
+            self.refine_head: nn.Module = TemporalSegmentationHead(channels, config.refine_channels)
+        else:
+            self.refine_input = nn.Conv2d(channels + 3, channels, 3, padding=1)
+            self.refine_head = BilayerMaskHead(channels, channels, num_convs=2)
+
+    # frame level -------------------------------------------------------------------------------
+    def memory_entry(self, levels: Mapping[str, Tensor]) -> dict[str, Any]:
+        """What the memory keeps of a frame (maps [B, C, h, w] by FPN name): per module level."""
+        return {name: module.memory_entry(levels[name].float()) for name, module in self.frame.items()}
+
+    def enhance(self, levels: Mapping[str, Tensor], memory: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
+        """The frame's maps with the memory (at most ``memory_length - 1`` past frames) fused in at
+        the module levels; other levels as they are."""
+        memory = list(memory)[-(self.config.memory_length - 1):] if self.config.memory_length > 1 else []
+        out = {name: f.float() for name, f in levels.items()}
+        for name, module in self.frame.items():
+            out[name] = module(out[name], [m[name] for m in memory])
+        return out
+
+    # ROI level ---------------------------------------------------------------------------------
+    def pool(self, levels: Mapping[str, Tensor], boxes: Sequence[Tensor], feature_size: tuple[int, int],
+             frame_size: tuple[int, int]) -> Tensor:
+        """[R, C, 14, 14]: each box (frame coordinates, one tensor per batch item) pooled from every
+        level and averaged."""
+        sy, sx = feature_size[0] / frame_size[0], feature_size[1] / frame_size[1]
+        scaled = [b * torch.tensor([sx, sy, sx, sy], dtype=b.dtype, device=b.device) for b in boxes]
+        rois = [b.float() for b in scaled]
+        pooled = [roi_align(f, rois, ROI_SIZE, spatial_scale=f.shape[-2] / feature_size[0], sampling_ratio=1,
+                            aligned=True) for f in levels.values()]
+        return torch.stack(pooled).mean(0)
+
+    def embed(self, roi_features: Tensor) -> Tensor:
+        """QDTrack embeddings of 14x14 ROI features (read at 7x7, the head's size)."""
+        return self.embed_head(F.avg_pool2d(roi_features, 2))
+
+    def prototypes(self, roi_features: Tensor, coarse_logits: Tensor, init: tuple[Tensor, Tensor] | None = None
+                   ) -> tuple[Tensor, Tensor]:
+        """Foreground/background prototypes of each ROI by masked EM inside/outside its coarse mask."""
+        c = self.config
+        return instance_prototypes(F.normalize(roi_features, dim=1), _coarse14(coarse_logits).sigmoid(),
+                                   c.fg_prototypes, c.bg_prototypes, c.instance_em_iters, INSTANCE_TEMPERATURE, init)
+
+    def maps(self, roi_features: Tensor, prototypes: tuple[Tensor, Tensor]) -> Tensor:
+        """[R, 2, 14, 14] foreground/background attention maps of the ROIs onto ``prototypes``."""
+        return attention_maps(F.normalize(roi_features, dim=1), prototypes[0], prototypes[1], INSTANCE_TEMPERATURE)
+
+    def refine(self, roi_features: Tensor, maps: Tensor, coarse_logits: Tensor) -> dict[str, Tensor]:
+        """The temporal segmentation head: logits [R, 1, 28, 28] under "mask" (and the bilayer
+        head's occluder outputs in training)."""
+        coarse = _coarse14(coarse_logits)
+        if self.config.refine == "temporal":
+            return {"mask": self.refine_head(roi_features, maps, coarse)[:, None]}
+        x = F.relu(self.refine_input(torch.cat([roi_features, maps, coarse[:, None]], dim=1)))
+        return self.refine_head(x)
+
+    def refine_loss(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """BCE terms of the refine head's outputs (BCNet's weights for the bilayer head)."""
+        if self.config.refine == "bilayer":
+            return self.refine_head.loss(outputs, targets)
+        return mask_head_loss(outputs, targets)
+
+
+def _coarse14(logits: Tensor) -> Tensor:
+    """The detector's 28x28 coarse logits [R, 28, 28] at the ROI features' 14x14."""
+    return F.avg_pool2d(logits.float()[:, None], 2)[:, 0]
