@@ -141,3 +141,24 @@ def test_zero_prototypes_give_zero_maps_and_still_train(video: CachedVideo) -> N
     rois = torch.randn(3, C, 14, 14)
     assert torch.equal(model.maps(rois, model.prototypes(rois, torch.randn(3, 28, 28))), torch.zeros(3, 2, 14, 14))
     assert torch.isfinite(clips_loss(model, [(video, 1, 2)])["loss_mask"])
+
+
+def test_tracking_refines_output_masks_and_momentum_zero_keeps_the_first_prototypes(video: CachedVideo) -> None:
+    from instseg.video.models.trackers.quasi_dense import QuasiDenseConfig
+    from instseg.video.pcan.tracking import TrackletPrototypes, track_pcan
+
+    torch.manual_seed(0)
+    model = PCAN(PCANConfig(memory_length=3, **SMALL), C).eval()
+    tracked = track_pcan(model, [video], QuasiDenseConfig(init_score=0.5))[video.video_id]
+    assert tracked.length == len(video) and tracked.ytvis_results(video.video_id)
+    rois, logits = torch.randn(2, C, 14, 14), torch.randn(2, 28, 28)
+    first = TrackletPrototypes(model, momentum=0.0)
+    start = first.update([7, 8], rois, logits)
+    again = first.update([7, 8], torch.randn(2, C, 14, 14), torch.randn(2, 28, 28))
+    assert all(torch.equal(a, b) for a, b in zip(start, again))
+    current = TrackletPrototypes(model, momentum=1.0)
+    current.update([7], rois[:1], logits[:1])
+    later, later_logits = torch.randn(1, C, 14, 14), torch.randn(1, 28, 28)
+    expected = model.prototypes(later, later_logits, init=tuple(p[None] for p in current.state[7]))
+    got = current.update([7], later, later_logits)
+    assert all(torch.allclose(a, b) for a, b in zip(got, expected))
