@@ -127,11 +127,25 @@ def cmd_track(args: argparse.Namespace) -> int:
     from instseg.video.models.inference import detect_frames, track_frames
     from instseg.video.tracking.runs import load_tracker_run
 
+    from instseg.video.pcan.runs import is_pcan_run, load_pcan_run
+
     video = open_video(args.video, fps=args.fps)
-    run = load_tracker_run(args.checkpoint)
     frames_for_detector, frames_for_viz = itertools.tee(video.frames()) if args.viz else (video.frames(), None)
-    detections = detect_frames(run.detector, frames_for_detector, run.detector_spec.label_to_category_id,
-                               with_features=run.embed_head is not None, batch_size=args.batch_size)
+    if is_pcan_run(args.checkpoint):  # PCAN: memory-enhanced maps, its embeddings, refined masks
+        from instseg.video.pcan.cache import stream_frames
+        from instseg.video.pcan.tracking import track_frames_pcan
+
+        run = load_pcan_run(args.checkpoint)
+        frames = stream_frames(run.detector, run.detector_spec.label_to_category_id, frames_for_detector,
+                               batch_size=args.batch_size)
+        stream = ((frame.detections.as_dict() | {"masks": masks[""]}, ids) for frame, ids, masks in
+                  track_frames_pcan(run.model, frames, video.size, {"": (run.model, run.model.config.momentum)},
+                                    run.tracker))
+    else:
+        run = load_tracker_run(args.checkpoint)
+        detections = detect_frames(run.detector, frames_for_detector, run.detector_spec.label_to_category_id,
+                                   with_features=run.embed_head is not None, batch_size=args.batch_size)
+        stream = ((det.as_dict(), ids) for det, ids in track_frames(detections, run.tracker, run.embed_head))
     tracked = TrackedVideo()
     writer = None
     if args.viz:
@@ -139,11 +153,10 @@ def cmd_track(args: argparse.Namespace) -> int:
 
         writer = VideoWriter(args.viz, fps=video.fps)
     try:
-        for det, ids in tqdm(track_frames(detections, run.tracker, run.embed_head), total=video.length,
-                             desc=f"track {video.name}", unit="frame", disable=None):
-            tracked.add(det.as_dict(), ids)
+        for det, ids in tqdm(stream, total=video.length, desc=f"track {video.name}", unit="frame", disable=None):
+            tracked.add(det, ids)
             if writer is not None:
-                writer.write(draw_tracks(next(frames_for_viz), det.masks.numpy(), ids.numpy()))
+                writer.write(draw_tracks(next(frames_for_viz), det["masks"].numpy(), ids.numpy()))
     finally:
         if writer is not None:
             writer.close()
@@ -199,7 +212,7 @@ def add_video_commands(sub: argparse._SubParsersAction, data: argparse._SubParse
     mots.set_defaults(func=cmd_eval_mots)
 
     tr = sub.add_parser("track", help="track the instances of a video (folder of frames or a video file)")
-    tr.add_argument("--checkpoint", required=True, help="a tracker run (tracker.json) or a detector run directory")
+    tr.add_argument("--checkpoint", required=True, help="a PCAN run (pcan.json), a tracker run (tracker.json) or a detector run directory")
     tr.add_argument("--video", required=True, help="a folder of frames or a video file (mp4, avi, ...)")
     tr.add_argument("--out", required=True, help="YouTube-VIS results JSON (a .video.json describing the video "
                                                    "is written beside it)")

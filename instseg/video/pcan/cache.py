@@ -12,10 +12,11 @@ its boundary, occluders by BCNet's box rule, their boundary).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.transform import resize_boxes
@@ -128,3 +129,16 @@ def cache_videos(detector: nn.Module, label_to_category_id: dict[int, int], gt: 
             frames.append(frame)
         out.append(CachedVideo(video_id, video.get("name", str(video_id)), size, frames))
     return out
+
+
+def stream_frames(detector: nn.Module, label_to_category_id: dict[int, int], frames: Iterable[np.ndarray],
+                  batch_size: int = 8) -> Iterator[CachedFrame]:
+    """Inference frames of any video (RGB arrays), one at a time: what PCAN reads at test time
+    (``instseg track`` on a user's video); detection labels are category ids."""
+    category_to_label = {c: label for label, c in label_to_category_id.items()}
+    for det in detect_frames(detector, frames, label_to_category_id, batch_size=batch_size, keep_levels=True):
+        levels, det.levels = det.levels, None
+        labels = torch.tensor([category_to_label[int(c)] for c in det.labels], dtype=torch.int64)
+        size = tuple(det.masks.shape[-2:])
+        logits = coarse_logits(detector, levels, det.feature_size, det.boxes, labels, size).half()
+        yield CachedFrame({k: v.half() for k, v in levels.items()}, det.feature_size, det, logits)

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
 from instseg.errors import InputError
 from instseg.models.mask_heads.bcnet import BilayerMaskHead
@@ -30,6 +29,7 @@ from instseg.models.mask_heads.fcn import mask_head_loss
 from instseg.video.layers.frame_attention import (FrameNonLocalAttention, FramePrototypicalAttention,
                                                   FrameTransformerAttention)
 from instseg.video.layers.instance_attention import TemporalSegmentationHead, attention_maps, instance_prototypes
+from instseg.video.layers.roi_sampling import roi_align_bilinear
 from instseg.video.models.trackers.base import config_from_dict
 from instseg.video.models.trackers.embedding import QuasiDenseEmbedHead
 
@@ -154,12 +154,11 @@ class PCAN(nn.Module):
     def pool(self, levels: Mapping[str, Tensor], boxes: Sequence[Tensor], feature_size: tuple[int, int],
              frame_size: tuple[int, int]) -> Tensor:
         """[R, C, 14, 14]: each box (frame coordinates, one tensor per batch item) pooled from every
-        level and averaged."""
+        level and averaged (RoIAlign, one sample per bin: :func:`roi_align_bilinear`)."""
         sy, sx = feature_size[0] / frame_size[0], feature_size[1] / frame_size[1]
         scaled = [b * torch.tensor([sx, sy, sx, sy], dtype=b.dtype, device=b.device) for b in boxes]
         rois = [b.float() for b in scaled]
-        pooled = [roi_align(f, rois, ROI_SIZE, spatial_scale=f.shape[-2] / feature_size[0], sampling_ratio=1,
-                            aligned=True) for f in levels.values()]
+        pooled = [roi_align_bilinear(f, rois, ROI_SIZE, f.shape[-2] / feature_size[0]) for f in levels.values()]
         return torch.stack(pooled).mean(0)
 
     def embed(self, roi_features: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ applied to the maps before the model sees them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -32,6 +32,7 @@ class TrackletPrototypes:
     def __init__(self, model: PCAN, momentum: float) -> None:
         self.model, self.momentum = model, momentum
         self.state: dict[int, Prototypes] = {}
+        self.maps: dict[int, Tensor] = {}  # the last frame's fg/bg attention maps [2, 14, 14] per output track
 
     def update(self, ids: Sequence[int], rois: Tensor, logits: Tensor) -> Prototypes:
         """The prototypes each ROI (of track ``ids[i]``) is refined with, after this frame's update."""
@@ -56,10 +57,13 @@ def _refined_masks(model: PCAN, frame: CachedFrame, rois: Tensor, ids: Tensor, t
     """The frame's masks with every output detection's mask refined (the others as detected)."""
     masks = frame.detections.masks.clone()
     out = torch.nonzero(ids > 0).flatten()
+    tracklets.maps = {}
     if len(out):
         logits = frame.detection_logits[out].float()
         prototypes = tracklets.update(ids[out].tolist(), rois[out], logits)
-        refined = model.refine(rois[out], model.maps(rois[out], prototypes), logits)["mask"]
+        maps = model.maps(rois[out], prototypes)
+        tracklets.maps = {int(k): m for k, m in zip(ids[out].tolist(), maps)}
+        refined = model.refine(rois[out], maps, logits)["mask"]
         masks[out] = paste_masks_in_image(refined.sigmoid(), frame.detections.boxes[out], size)[:, 0] >= 0.5
     return masks
 
@@ -69,27 +73,58 @@ def track_pcan(model: PCAN, videos: Sequence[CachedVideo], tracker: QuasiDenseCo
                momentum: float | None = None, banks: Mapping[str, RunningPrototypeBank] | None = None
                ) -> dict[int, TrackedVideo]:
     """Each video's tracks (video id -> TrackedVideo); ``momentum`` defaults to the model's."""
-    model.eval()
-    momentum = model.config.momentum if momentum is None else momentum
-    span = model.config.memory_length - 1
-    out = {}
+    variant = (model, model.config.momentum if momentum is None else momentum)
+    return track_pcan_variants(model, videos, {"": variant}, tracker, banks)[""]
+
+
+@torch.no_grad()
+def track_pcan_variants(model: PCAN, videos: Sequence[CachedVideo], variants: Mapping[str, tuple[PCAN, float]],
+                        tracker: QuasiDenseConfig | None = None,
+                        banks: Mapping[str, RunningPrototypeBank] | None = None) -> dict[str, dict[int, TrackedVideo]]:
+    """One linking pass of ``model`` (frame module, embeddings, tracker) and, per variant name, the
+    tracks with masks refined by that variant's instance level (a model sharing ``model``'s frame
+    module: its prototypes and refine head, at its momentum). Variants differ in masks only, so
+    their identities are the same: what Tables 5.6 and 5.7 compare is the instance level alone."""
+    out: dict[str, dict[int, TrackedVideo]] = {name: {} for name in variants}
     for video in videos:
-        linker = QuasiDenseTracker(tracker or QuasiDenseConfig())
-        tracklets = TrackletPrototypes(model, momentum)
-        for bank in (banks or {}).values():
-            bank.reset()
-        memory: list = []
-        tracked = TrackedVideo()
-        for frame in video.frames:
-            levels = {k: v[None].float() for k, v in frame.levels.items()}
-            for name, bank in (banks or {}).items():
-                levels[name] = bank(levels[name])
-            enhanced = model.enhance(levels, memory)
-            if span:
-                memory = (memory + [model.memory_entry(levels)])[-span:]
-            det = frame.detections
-            rois = model.pool(enhanced, [det.boxes], frame.feature_size, video.size)
-            ids = linker.update({**det.as_dict(), "embeddings": model.embed(rois)})
-            tracked.add({**det.as_dict(), "masks": _refined_masks(model, frame, rois, ids, tracklets, video.size)}, ids)
-        out[video.video_id] = tracked
+        tracked = {name: TrackedVideo() for name in variants}
+        for frame, ids, masks in track_frames_pcan(model, video.frames, video.size, variants, tracker, banks):
+            for name, m in masks.items():
+                tracked[name].add({**frame.detections.as_dict(), "masks": m}, ids)
+        for name in variants:
+            out[name][video.video_id] = tracked[name]
     return out
+
+
+@torch.no_grad()
+def track_frames_pcan(model: PCAN, frames: Iterable[CachedFrame], size: tuple[int, int],
+                      variants: Mapping[str, tuple[PCAN, float]], tracker: QuasiDenseConfig | None = None,
+                      banks: Mapping[str, RunningPrototypeBank] | None = None,
+                      tracklets_out: dict[str, TrackletPrototypes] | None = None
+                      ) -> Iterator[tuple[CachedFrame, Tensor, dict[str, Tensor]]]:
+    """One video, frame by frame (a stream: only the memory is kept): each frame with its track
+    ids (-1: not output) and, per variant, its masks [N, H, W]. ``tracklets_out`` receives each
+    variant's tracklet state (its ``maps`` are those of the frame just yielded: the widget's)."""
+    model.eval()
+    for refiner, _ in variants.values():
+        refiner.eval()
+    span = model.config.memory_length - 1
+    linker = QuasiDenseTracker(tracker or QuasiDenseConfig())
+    tracklets = {name: TrackletPrototypes(refiner, m) for name, (refiner, m) in variants.items()}
+    if tracklets_out is not None:
+        tracklets_out.update(tracklets)
+    for bank in (banks or {}).values():
+        bank.reset()
+    memory: list = []
+    for frame in frames:
+        levels = {k: v[None].float() for k, v in frame.levels.items()}
+        for name, bank in (banks or {}).items():
+            levels[name] = bank(levels[name])
+        enhanced = model.enhance(levels, memory)
+        if span:
+            memory = (memory + [model.memory_entry(levels)])[-span:]
+        det = frame.detections
+        rois = model.pool(enhanced, [det.boxes], frame.feature_size, size)
+        ids = linker.update({**det.as_dict(), "embeddings": model.embed(rois)})
+        yield frame, ids, {name: _refined_masks(refiner, frame, rois, ids, tracklets[name], size)
+                           for name, (refiner, _) in variants.items()}

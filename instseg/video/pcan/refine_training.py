@@ -1,0 +1,169 @@
+"""Retraining the instance level alone on a trained PCAN's frozen ROI features: the rows of Table
+5.6 (fg/bg prototype numbers) and the occlusion-aware bilayer head, each beside the default
+numbers retrained the same way (their controlled pair).
+
+Why frozen features: every row then reads the very same enhanced ROI features, so a difference is
+the prototypes and the head alone; and the features are pooled once per trained model, which is
+what lets seven prototype settings x seeds fit the ``cpu`` budget (a full clip training each does
+not). A ROI's prototypes are propagated from its track's own box in the previous frame (eq. 5.8),
+as at test time along a tracklet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from instseg.engine import TrainConfig, derive_seed
+from instseg.engine.trainer import Trainer
+from instseg.video.layers.instance_attention import propagate
+from instseg.video.models.trackers.base import config_from_dict
+from instseg.video.pcan.cache import CachedVideo
+from instseg.video.pcan.model import PCAN
+from instseg.video.tracking.embedding_training import FixedBatchValidation
+
+REFINE_PREFIXES = ("refine_head.", "refine_input.")
+
+
+@dataclass(frozen=True)
+class RefineTraining:
+    """params.yaml ``video.scales.<s>.pcan.refine``."""
+
+    iters: int = 300
+    rois_per_batch: int = 64
+    lr: float = 2e-3
+    val_rois: int = 256
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RefineTraining:
+        return config_from_dict(cls, values, "pcan.refine")
+
+    def engine_config(self, seed: int) -> TrainConfig:
+        decay = int(0.7 * self.iters)
+        return TrainConfig(max_iters=self.iters, optimizer="adamw", lr=self.lr, batch_size=self.rois_per_batch,
+                           warmup_iters=max(1, self.iters // 10), lr_steps=(decay,) if decay else (), seed=seed,
+                           grad_clip=10.0)
+
+
+@dataclass
+class RoiSet:
+    """Frozen ROI features of every ROI matched to a track: features [N, C, 14, 14] and coarse
+    logits [N, 28, 28] (float16), BCNet's targets (bool), and ``previous`` [N]: the row of the same
+    track's own box in the frame before (-1: none)."""
+
+    features: Tensor
+    logits: Tensor
+    targets: dict[str, Tensor]
+    previous: Tensor
+
+    def __len__(self) -> int:
+        return len(self.previous)
+
+
+@torch.no_grad()
+def frozen_rois(model: PCAN, videos: Sequence[CachedVideo]) -> RoiSet:
+    """The ROI set of ``videos`` (training caches) under ``model``'s frame module, each frame
+    enhanced by the memory before it as at test time."""
+    model.eval()
+    span = model.config.memory_length - 1
+    features, logits, previous = [], [], []
+    targets: dict[str, list[Tensor]] = {}
+    count = 0
+    for video in videos:
+        memory: list = []
+        before: dict[int, int] = {}
+        for frame in video.frames:
+            levels = {k: v[None].float() for k, v in frame.levels.items()}
+            enhanced = model.enhance(levels, memory)
+            if span:
+                memory = (memory + [model.memory_entry(levels)])[-span:]
+            rows = torch.nonzero(frame.roi_track_ids >= 0).flatten()
+            tracks = frame.roi_track_ids[rows].tolist()
+            if len(rows):
+                features.append(model.pool(enhanced, [frame.rois[rows]], frame.feature_size, video.size).half())
+                logits.append(frame.roi_logits[rows])
+                for k, v in frame.targets.items():
+                    targets.setdefault(k, []).append(v[rows])
+            previous += [before.get(int(k), -1) for k in tracks]
+            position = {int(r): count + j for j, r in enumerate(rows.tolist())}
+            before = {int(k): position[r] for k, r in frame.truth_rois.items() if r in position}
+            count += len(rows)
+    return RoiSet(torch.cat(features), torch.cat(logits), {k: torch.cat(v) for k, v in targets.items()},
+                  torch.tensor(previous, dtype=torch.int64))
+
+
+def refine_loss(model: PCAN, batch: tuple[RoiSet, Tensor]) -> dict[str, Tensor]:
+    """The engine's ``loss_fn``: the refine head's terms on ROIs ``batch[1]`` of the set."""
+    rois, index = batch
+    features, logits = rois.features[index].float(), rois.logits[index].float()
+    before = rois.previous[index]
+    has = torch.nonzero(before >= 0).flatten()
+    fresh = torch.nonzero(before < 0).flatten()
+    fg = features.new_zeros(len(index), model.config.fg_prototypes, features.shape[1])
+    bg = features.new_zeros(len(index), model.config.bg_prototypes, features.shape[1])
+    if len(has):
+        prior = model.prototypes(rois.features[before[has]].float(), rois.logits[before[has]].float())
+        current = model.prototypes(features[has], logits[has], init=prior)
+        fg[has], bg[has] = (propagate(p, c, model.config.momentum) for p, c in zip(prior, current))
+    if len(fresh):
+        fg[fresh], bg[fresh] = model.prototypes(features[fresh], logits[fresh])
+    outputs = model.refine(features, model.maps(features, (fg, bg)), logits)
+    return model.refine_loss(outputs, {k: v[index].float() for k, v in rois.targets.items()})
+
+
+class RoiBatches:
+    """Random ROI batches of a set, a pure function of (seed, iteration) for an exact resume."""
+
+    def __init__(self, rois: RoiSet, per_batch: int, seed: int) -> None:
+        self.rois, self.per_batch, self.seed = rois, per_batch, seed
+
+    def batch(self, iteration: int) -> tuple[RoiSet, Tensor]:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, iteration))
+        return self.rois, torch.randint(len(self.rois), (self.per_batch,), generator=generator)
+
+    def __call__(self, start: int) -> Iterator[tuple[RoiSet, Tensor]]:
+        for iteration in itertools.count(start):
+            yield self.batch(iteration)
+
+
+def refine_variant(model: PCAN, seed: int, **changes: Any) -> PCAN:
+    """A copy of ``model`` with config ``changes`` (prototype numbers, refine head), sharing its
+    trained frame module and embedding head (frozen) and a fresh refine head (the only trainable part)."""
+    torch.manual_seed(derive_seed(seed, 0x5EF))
+    variant = PCAN(replace(model.config, **changes), model.channels)
+    shared = {k: v for k, v in model.state_dict().items() if not k.startswith(REFINE_PREFIXES)}
+    variant.load_state_dict(shared, strict=False)
+    for name, parameter in variant.named_parameters():
+        parameter.requires_grad_(name.startswith(REFINE_PREFIXES))
+    return variant
+
+
+@dataclass
+class RefineRun:
+    model: PCAN
+    seconds: float
+    plateau: Any
+    final_loss: dict[str, float]
+
+
+def train_refine(variant: PCAN, training: RefineTraining, train: RoiSet, val: RoiSet, seed: int,
+                 out_dir: str | Path | None = None, resume: bool = False) -> RefineRun:
+    """The refine head of ``variant`` trained on ``train`` (its validation loss on fixed ROIs of ``val``)."""
+    engine = training.engine_config(seed)
+    fixed = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:training.val_rois]
+    val_path = None if out_dir is None else Path(out_dir) / "val_loss.csv"
+    validation = FixedBatchValidation(variant, [(val, fixed)], training.iters, val_path, loss_fn=refine_loss)
+    start = time.perf_counter()
+    summary = Trainer(variant, None, engine, out_dir, loss_fn=refine_loss, callbacks=[validation],
+                      batches=RoiBatches(train, training.rois_per_batch, seed)).train(resume=resume)
+    variant.eval()
+    return RefineRun(variant, time.perf_counter() - start,
+                     validation.check(phase_end=max(engine.lr_steps, default=None)),
+                     {k: float(v) for k, v in summary["losses"].items()})
