@@ -125,9 +125,8 @@ def cmd_track(args: argparse.Namespace) -> int:
     from instseg.video.data.track_results import TrackedVideo
     from instseg.video.data.ytvis import write_ytvis_results
     from instseg.video.models.inference import detect_frames, track_frames
-    from instseg.video.tracking.runs import load_tracker_run
-
     from instseg.video.pcan.runs import is_pcan_run, load_pcan_run
+    from instseg.video.tracking.runs import load_tracker_run
 
     video = open_video(args.video, fps=args.fps)
     frames_for_detector, frames_for_viz = itertools.tee(video.frames()) if args.viz else (video.frames(), None)

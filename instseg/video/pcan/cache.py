@@ -114,21 +114,31 @@ def cache_videos(detector: nn.Module, label_to_category_id: dict[int, int], gt: 
         frames = []
         for t, det in enumerate(detect_frames(detector, read_frames(frames_root, video), label_to_category_id,
                                               batch_size=batch_size, keep_levels=True)):
-            levels, det.levels = det.levels, None
-            labels = torch.tensor([category_to_label[int(c)] for c in det.labels], dtype=torch.int64)
-            boxes, box_labels = det.boxes, labels
             if training:
                 truth_labels = torch.tensor([label_of[int(k)] for k in truth[t].track_ids], dtype=torch.int64)
-                boxes = torch.cat([boxes, extras[t][0]])
-                box_labels = torch.cat([labels, truth_labels[extras[t][1]]])
-            logits = coarse_logits(detector, levels, det.feature_size, boxes, box_labels, size).half()
-            frame = CachedFrame({k: v.half() for k, v in levels.items()}, det.feature_size, det, logits[:len(det)])
-            if training:
-                _add_training_rois(frame, truth[t], extras[t][0], extras[t][1], labels, truth_labels,
-                                   logits[len(det):])
+                frame, labels, extra_logits = _cached_frame(detector, det, category_to_label, size, extras[t][0],
+                                                            truth_labels[extras[t][1]])
+                _add_training_rois(frame, truth[t], extras[t][0], extras[t][1], labels, truth_labels, extra_logits)
+            else:
+                frame = _cached_frame(detector, det, category_to_label, size)[0]
             frames.append(frame)
         out.append(CachedVideo(video_id, video.get("name", str(video_id)), size, frames))
     return out
+
+
+def _cached_frame(detector: nn.Module, det: FrameDetections, category_to_label: dict[int, int],
+                  size: tuple[int, int], extra_boxes: Tensor | None = None, extra_labels: Tensor | None = None
+                  ) -> tuple[CachedFrame, Tensor, Tensor]:
+    """``det`` (from ``detect_frames(keep_levels=True)``, its maps moved into the frame) as a cached
+    frame, with its detections' contiguous labels and the coarse logits of ``extra_boxes``."""
+    levels, det.levels = det.levels, None
+    labels = torch.tensor([category_to_label[int(c)] for c in det.labels], dtype=torch.int64)
+    boxes, box_labels = det.boxes, labels
+    if extra_boxes is not None:
+        boxes, box_labels = torch.cat([boxes, extra_boxes]), torch.cat([labels, extra_labels])
+    logits = coarse_logits(detector, levels, det.feature_size, boxes, box_labels, size).half()
+    frame = CachedFrame({k: v.half() for k, v in levels.items()}, det.feature_size, det, logits[:len(det)])
+    return frame, labels, logits[len(det):]
 
 
 def stream_frames(detector: nn.Module, label_to_category_id: dict[int, int], frames: Iterable[np.ndarray],
@@ -137,8 +147,4 @@ def stream_frames(detector: nn.Module, label_to_category_id: dict[int, int], fra
     (``instseg track`` on a user's video); detection labels are category ids."""
     category_to_label = {c: label for label, c in label_to_category_id.items()}
     for det in detect_frames(detector, frames, label_to_category_id, batch_size=batch_size, keep_levels=True):
-        levels, det.levels = det.levels, None
-        labels = torch.tensor([category_to_label[int(c)] for c in det.labels], dtype=torch.int64)
-        size = tuple(det.masks.shape[-2:])
-        logits = coarse_logits(detector, levels, det.feature_size, det.boxes, labels, size).half()
-        yield CachedFrame({k: v.half() for k, v in levels.items()}, det.feature_size, det, logits)
+        yield _cached_frame(detector, det, category_to_label, tuple(det.masks.shape[-2:]))[0]

@@ -46,7 +46,7 @@ from instseg.video.models.trackers.quasi_dense import QuasiDenseConfig
 from instseg.video.pcan.cache import CachedVideo, cache_videos
 from instseg.video.pcan.model import LEVELS, PCAN, PCANConfig
 from instseg.video.pcan.refine_training import RefineTraining, frozen_rois, refine_variant, train_refine
-from instseg.video.pcan.runs import save_pcan_run
+from instseg.video.pcan.runs import load_pcan_run, save_pcan_run
 from instseg.video.pcan.tracking import track_pcan_variants
 from instseg.video.pcan.training import PCANTraining, train_pcan
 from instseg.video.tracking.baselines import TrackingSetup
@@ -87,7 +87,7 @@ class PCANSetup:
             values["prototype_numbers"] = tuple(tuple(p) for p in values["prototype_numbers"])
         setup = config_from_dict(cls, values, "pcan")
         if "pcan" not in setup.trained:
-            raise ValueError("pcan.trained must hold the default row 'pcan'")
+            raise InputError("pcan.trained must hold the default row 'pcan'", record="pcan.trained")
         return setup
 
     def config(self, row: str) -> PCANConfig:
@@ -98,7 +98,7 @@ class PCANSetup:
 class PCANResults:
     """Per (row, seed): the scores; ``runs``: one row per (row, seed) with ``kind`` and every
     summary metric; ``training``: one row per training (clips or refine head); ``models``: the
-    trained and retrained models by (row, seed)."""
+    default ``pcan`` models by (row, seed), for the figures; ``val``: the cached val videos."""
 
     scores: dict[tuple[str, int], TrackingScores]
     runs: pd.DataFrame
@@ -223,14 +223,6 @@ def _row_job(setup: PCANSetup, tracking: TrackingSetup, row: str, seed: int, inp
     return {"training": training, "scores": scores}
 
 
-def load_trained(out_dir: str | Path, row: str, seed: int, channels: int, config: PCANConfig) -> PCAN:
-    """A finished run's model (``<out_dir>/<row>_s<seed>/checkpoints/model_final.pt``)."""
-    model = PCAN(config, channels)
-    model.load_state_dict(torch.load(Path(out_dir) / f"{row}_s{seed}" / "checkpoints" / "model_final.pt",
-                                     map_location="cpu", weights_only=True))
-    return model.eval()
-
-
 def run_pcan_experiment(setup: PCANSetup, tracking: TrackingSetup, data_root: str | Path, runs_root: str | Path,
                         out_dir: str | Path | None = None, trackers_dir: str | Path | None = None,
                         split: str = "val", resume: bool = True) -> PCANResults:
@@ -256,7 +248,11 @@ def run_pcan_experiment(setup: PCANSetup, tracking: TrackingSetup, data_root: st
 
     tic = time.perf_counter()
     train = cache_videos(detector, l2c, gt["train"], root / "frames", training=True, batch_size=tracking.batch_size)
-    val = cache_videos(detector, l2c, gt[split], root / "frames", training=True, batch_size=tracking.batch_size)
+    val_ids = sorted(v["id"] for v in gt[split]["videos"])  # the validation-loss videos need training ROIs
+    val = cache_videos(detector, l2c, gt[split], root / "frames", val_ids[:setup.val_loss_videos], training=True,
+                       batch_size=tracking.batch_size) + \
+        cache_videos(detector, l2c, gt[split], root / "frames", val_ids[setup.val_loss_videos:],
+                     batch_size=tracking.batch_size)
     seconds["cache"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -294,8 +290,7 @@ def run_pcan_experiment(setup: PCANSetup, tracking: TrackingSetup, data_root: st
     for (_, seed), result in zip(jobs, results):
         for name, (kind, s) in result["scores"].items():
             scores[(name, seed)], kinds[name] = s, kind
-    channels = int(next(iter(train[0].frames[0].levels.values())).shape[0])
-    models = {("pcan", seed): load_trained(out_dir, "pcan", seed, channels, setup.config("pcan")) for seed in seeds}
+    models = {("pcan", seed): load_pcan_run(out_dir / f"pcan_s{seed}").model for seed in seeds}
     runs = pd.DataFrame([{"row": row, "seed": seed, "kind": kinds[row], **s.summary}
                          for (row, seed), s in scores.items()])
     training = pd.DataFrame([r for result in results for r in result["training"]])

@@ -27,6 +27,7 @@ from instseg.video.layers.instance_attention import propagate
 from instseg.video.models.trackers.base import config_from_dict
 from instseg.video.pcan.cache import CachedVideo
 from instseg.video.pcan.model import PCAN
+from instseg.video.pcan.training import schedule
 from instseg.video.tracking.embedding_training import FixedBatchValidation
 
 REFINE_PREFIXES = ("refine_head.", "refine_input.")
@@ -46,10 +47,7 @@ class RefineTraining:
         return config_from_dict(cls, values, "pcan.refine")
 
     def engine_config(self, seed: int) -> TrainConfig:
-        decay = int(0.7 * self.iters)
-        return TrainConfig(max_iters=self.iters, optimizer="adamw", lr=self.lr, batch_size=self.rois_per_batch,
-                           warmup_iters=max(1, self.iters // 10), lr_steps=(decay,) if decay else (), seed=seed,
-                           grad_clip=10.0)
+        return schedule(self.iters, self.lr, self.rois_per_batch, seed)
 
 
 @dataclass

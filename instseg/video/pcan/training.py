@@ -50,11 +50,15 @@ class PCANTraining:
         return config_from_dict(cls, values, "pcan.training")
 
     def engine_config(self, seed: int) -> TrainConfig:
-        """AdamW, 10% warmup, one 10x decay at 70% (the plateau check reads both phases)."""
-        decay = int(0.7 * self.iters)
-        return TrainConfig(max_iters=self.iters, optimizer="adamw", lr=self.lr, batch_size=self.clips_per_batch,
-                           warmup_iters=max(1, self.iters // 10), lr_steps=(decay,) if decay else (), seed=seed,
-                           grad_clip=10.0)
+        return schedule(self.iters, self.lr, self.clips_per_batch, seed)
+
+
+def schedule(iters: int, lr: float, batch_size: int, seed: int) -> TrainConfig:
+    """PCAN's engine config: AdamW, 10% warmup, one 10x decay at 70% (the plateau check reads both
+    phases), gradients clipped at norm 10."""
+    decay = int(0.7 * iters)
+    return TrainConfig(max_iters=iters, optimizer="adamw", lr=lr, batch_size=batch_size,
+                       warmup_iters=max(1, iters // 10), lr_steps=(decay,) if decay else (), seed=seed, grad_clip=10.0)
 
 
 def key_frames(videos: Sequence[CachedVideo], memory_length: int = 1) -> list[tuple[int, int]]:
