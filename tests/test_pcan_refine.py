@@ -82,3 +82,12 @@ def test_variants_share_the_identities_and_the_default_variant_is_track_pcan(mod
     assert same.ytvis_results(1) == alone.ytvis_results(1)
     ids = lambda t: [(r["category_id"], r["score"]) for r in t.ytvis_results(1)]  # noqa: E731
     assert ids(same) == ids(diff)  # the same tracks (identities, categories, scores); masks may differ
+
+
+def test_setup_without_the_default_row_names_the_setting() -> None:
+    from instseg.errors import InputError
+    from instseg.video.pcan.experiment import PCANSetup
+
+    with pytest.raises(InputError, match="pcan.trained"):
+        PCANSetup.from_dict({"trained": {"length_1": {"memory_length": 1}}})
+    assert PCANSetup.from_dict({"prototype_numbers": [[1, 2]]}).prototype_numbers == ((1, 2),)
