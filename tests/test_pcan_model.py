@@ -12,9 +12,10 @@ from instseg.errors import InputError
 from instseg.video.layers.frame_attention import (FrameNonLocalAttention, FrameTransformerAttention,
                                                   RunningPrototypeBank)
 from instseg.video.models.inference import FrameDetections
+from instseg.video.models.trackers.embedding import QuasiDenseEmbedHead
 from instseg.video.pcan.cache import TARGET_KEYS, CachedFrame, CachedVideo
 from instseg.video.pcan.model import PCAN, PCANConfig, level_prototypes
-from instseg.video.pcan.training import ClipBatches, clips_loss, key_frames
+from instseg.video.pcan.training import ClipBatches, PCANTraining, clips_loss, key_frames, train_pcan
 
 C = 8
 SMALL = dict(embed_conv_channels=8, embed_fc_channels=16, embed_dim=8, refine_channels=8, key_channels=8)
@@ -162,3 +163,34 @@ def test_tracking_refines_output_masks_and_momentum_zero_keeps_the_first_prototy
     expected = model.prototypes(later, later_logits, init=tuple(p[None] for p in current.state[7]))
     got = current.update([7], later, later_logits)
     assert all(torch.allclose(a, b) for a, b in zip(got, expected))
+
+
+def _tiny_training(**changes: object) -> PCANTraining:
+    return PCANTraining(**{"iters": 2, "clips_per_batch": 2, "val_clips": 2, **changes})
+
+
+def test_training_starts_from_a_given_embedding_head_and_refuses_one_that_does_not_fit(video: CachedVideo) -> None:
+    config = PCANConfig(memory_length=2, **SMALL)
+    head = QuasiDenseEmbedHead(C, conv_channels=8, fc_channels=16, embed_dim=8)
+    start = {k: v.clone() for k, v in head.state_dict().items()}
+    model = train_pcan(config, _tiny_training(iters=1, lr=1e-12), [video], [video], seed=0, embed_init=head).model
+    for name, value in model.embed_head.state_dict().items():
+        assert torch.allclose(value, start[name], atol=1e-6), name  # lr ~0: still the given head
+    fresh = train_pcan(config, _tiny_training(iters=1, lr=1e-12), [video], [video], seed=0).model
+    assert not torch.allclose(fresh.embed_head.embed.weight, start["embed.weight"])
+    with pytest.raises(InputError, match="does not fit"):
+        train_pcan(config, _tiny_training(), [video], [video], seed=0,
+                   embed_init=QuasiDenseEmbedHead(C, conv_channels=8, fc_channels=16, embed_dim=4))
+
+
+def test_a_run_resumes_only_with_the_settings_it_was_trained_with(video: CachedVideo, tmp_path) -> None:
+    config = PCANConfig(memory_length=2, **SMALL)
+    train_pcan(config, _tiny_training(), [video], [video], seed=0, out_dir=tmp_path)
+    again = train_pcan(config, _tiny_training(), [video], [video], seed=0, out_dir=tmp_path, resume=True)
+    assert again.val_curve  # resumed at the end: nothing retrained
+    with pytest.raises(InputError, match=r"other settings \(\['model'\]\)"):
+        train_pcan(PCANConfig(memory_length=2, momentum=0.5, **SMALL), _tiny_training(), [video], [video], seed=0,
+                   out_dir=tmp_path, resume=True)
+    head = QuasiDenseEmbedHead(C, conv_channels=8, fc_channels=16, embed_dim=8)
+    with pytest.raises(InputError, match="embed_init"):
+        train_pcan(config, _tiny_training(), [video], [video], seed=0, out_dir=tmp_path, resume=True, embed_init=head)

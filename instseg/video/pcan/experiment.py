@@ -147,6 +147,7 @@ class _Inputs:
     split: str
     out_dir: str
     detector_run: str
+    trackers: str  # notebook 04's tracker runs (quasi_dense_s<seed>)
 
 
 def _training_row(row: str, seed: int, stage: str, run: Any) -> dict[str, Any]:
@@ -188,8 +189,10 @@ def _row_job(setup: PCANSetup, tracking: TrackingSetup, row: str, seed: int, inp
     def alone(name: str, kind: str, model: PCAN) -> dict[str, tuple[str, PCAN, float]]:
         return {name: (kind, model, model.config.momentum)}
 
+    embed_init = (load_tracker_run(Path(inputs.trackers) / f"quasi_dense_s{seed}").embed_head
+                  if setup.training.init_embedding else None)
     run = train_pcan(setup.config(row), setup.training, train, val_loss, seed, out_dir=out_dir / f"{row}_s{seed}",
-                     resume=resume)
+                     resume=resume, embed_init=embed_init)
     save_pcan_run(out_dir / f"{row}_s{seed}", run.model, inputs.detector_run, dict(tracking.quasi_dense))
     training = [_training_row(row, seed, "clips", run)]
     model = run.model
@@ -273,7 +276,7 @@ def run_pcan_experiment(setup: PCANSetup, tracking: TrackingSetup, data_root: st
     results = []
     with tempfile.TemporaryDirectory(prefix="pcan_cache_") as tmp:
         inputs = _Inputs(os.path.join(tmp, "train.pt"), os.path.join(tmp, "val.pt"), str(root), split, str(out_dir),
-                         str(detector_run))
+                         str(detector_run), str(trackers))
         if setup.workers > 1:
             torch.save(train, inputs.train)
             torch.save(val, inputs.val)

@@ -13,18 +13,21 @@ frame does at test time.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from instseg.engine import TrainConfig, derive_seed
+from instseg.engine.checkpoint import atomic_write
 from instseg.engine.plateau import PlateauCheck
 from instseg.engine.trainer import Trainer
+from instseg.errors import InputError
 from instseg.video.layers.instance_attention import propagate
 from instseg.video.models.trackers.base import config_from_dict
 from instseg.video.models.trackers.embedding import quasi_dense_loss
@@ -44,6 +47,9 @@ class PCANTraining:
     max_gap: int = 3
     lr: float = 2e-3
     val_clips: int = 32
+    # Start the embedding head from notebook 04's trained QDTrack-style head of the same seed: PCAN
+    # is that baseline plus both modules, and the head then needs no relearning from scratch.
+    init_embedding: bool = False
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PCANTraining:
@@ -173,13 +179,44 @@ class PCANRun:
     final_loss: dict[str, float]
 
 
+SETTINGS_FILE = "training.json"
+
+
+def _check_settings(out_dir: Path, settings: dict[str, Any], resume: bool) -> None:
+    """Record what a run is trained with; refuse to resume one trained with anything else (the
+    engine checks only its own schedule, not the model or the initialisation)."""
+    path = out_dir / SETTINGS_FILE
+    if resume and (out_dir / "checkpoints").is_dir():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            stored = None
+        if stored != settings:
+            changed = sorted(k for k in settings if (stored or {}).get(k) != settings[k])
+            raise InputError(f"cannot resume: the run was trained with other settings ({changed or 'unrecorded'}); "
+                             "remove the run directory to retrain it", out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(json.dumps(settings, indent=2, sort_keys=True).encode()))
+
+
 def train_pcan(config: PCANConfig, training: PCANTraining, train: Sequence[CachedVideo], val: Sequence[CachedVideo],
-               seed: int, out_dir: str | Path | None = None, resume: bool = False) -> PCANRun:
-    """A fresh PCAN (initialised from ``seed``) trained on clips of ``train``; its validation loss
-    on fixed clips of ``val`` feeds the plateau check. With ``out_dir`` the run checkpoints there."""
+               seed: int, out_dir: str | Path | None = None, resume: bool = False,
+               embed_init: nn.Module | None = None) -> PCANRun:
+    """A fresh PCAN (initialised from ``seed``; its embedding head from ``embed_init``, a trained
+    QDTrack-style head, where given) trained on clips of ``train``; its validation loss on fixed
+    clips of ``val`` feeds the plateau check. With ``out_dir`` the run checkpoints there."""
     channels = int(next(iter(train[0].frames[0].levels.values())).shape[0])
     torch.manual_seed(derive_seed(seed, 0x9CA))
     model = PCAN(config, channels)
+    if embed_init is not None:
+        try:
+            model.embed_head.load_state_dict(embed_init.state_dict())
+        except RuntimeError as exc:
+            raise InputError(f"the embedding head to start from does not fit PCAN's ({str(exc).splitlines()[0]})",
+                             record="pcan.training.init_embedding") from None
+    if out_dir is not None:
+        _check_settings(Path(out_dir), {"model": config.to_dict(), "training": asdict(training), "seed": seed,
+                                        "embed_init": embed_init is not None}, resume)
     engine = training.engine_config(seed)
     first = config.memory_length - 1
     val_keys = fixed_keys(key_frames(val, config.memory_length), [len(v) for v in val], training.val_clips,
