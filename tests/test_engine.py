@@ -239,7 +239,7 @@ def test_checkpoint_contents_and_metrics_columns(tmp_path: Path) -> None:
     cfg = _config(max_iters=5)
     model = _train(tmp_path, cfg)
     state = load_checkpoint(tmp_path / "checkpoints/last.pt")
-    assert set(state) == {"format", "iteration", "model", "optimizer", "scaler", "rng", "config"}
+    assert set(state) == {"format", "iteration", "model", "optimizer", "scaler", "rng", "config", "settings"}
     assert state["iteration"] == 5 and state["config"] == cfg.to_dict()
     assert set(state["rng"][0]) >= {"torch", "numpy", "python"}
     assert all(torch.equal(state["model"][k], v) for k, v in model.state_dict().items())
@@ -259,6 +259,20 @@ def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
         _train(tmp_path, _config(lr=0.1), resume=True)
     with pytest.raises(InputError, match="checkpoint is at iteration 4, past max_iters=2"):
         _train(tmp_path, _config(max_iters=2), resume=True)
+
+
+def test_resume_refuses_other_run_settings(tmp_path: Path) -> None:
+    def train(settings: dict | None, resume: bool) -> None:
+        Trainer(make_model(0), ToyDataset(), _config(max_iters=4), tmp_path, collate,
+                run_settings=settings).train(resume=resume)
+
+    train(None, resume=False)
+    with pytest.raises(InputError, match=r"last.pt: cannot resume: .*other settings \(\['width'\]\)"):
+        train({"width": 8}, resume=True)  # a checkpoint without settings
+    train({"width": 8}, resume=False)
+    train({"width": 8}, resume=True)  # the same settings resume
+    with pytest.raises(InputError, match=r"other settings \(\['width'\]\)"):
+        train({"width": 16}, resume=True)
 
 
 def test_crash_while_checkpointing_keeps_last_good_checkpoint(tmp_path: Path,

@@ -20,7 +20,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import IO, Any
@@ -97,15 +97,18 @@ class Trainer:
     mode (BN would normalise with per-rank statistics; use SyncBatchNorm or frozen BN).
     ``callbacks(iteration, row)`` run after each step (and after its checkpoint, if any) with the
     metrics row of that step.
+    ``run_settings``: what else the run depends on (model config, initialisation; JSON-like values),
+    kept in each checkpoint; a resume under other settings is refused, as under another schedule.
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset | None, config: TrainConfig, out_dir: str | PathLike | None,
                  collate_fn: Callable[[list[Any]], Any] | None = None, device: str | torch.device | None = None,
                  callbacks: Sequence[Callback] = (), loss_fn: LossFn = detection_loss,
-                 batches: BatchSource | None = None):
+                 batches: BatchSource | None = None, run_settings: Mapping[str, Any] | None = None):
         if (dataset is None) == (batches is None):
             raise ValueError("give a dataset (with its collate_fn) or a batch source, not both or neither")
         self.config = config
+        self.run_settings = None if run_settings is None else dict(run_settings)
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.dataset = dataset
         self.collate_fn = collate_fn
@@ -233,7 +236,8 @@ class Trainer:
             return
         atomic_save({"format": CHECKPOINT_FORMAT, "iteration": iteration, "model": self.model.state_dict(),
                      "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                     "rng": rng, "config": self.config.to_dict()}, self.last_checkpoint)
+                     "rng": rng, "config": self.config.to_dict(), "settings": self.run_settings},
+                    self.last_checkpoint)
 
     def _restore(self) -> int:
         state = load_checkpoint(self.last_checkpoint)
@@ -242,6 +246,11 @@ class Trainer:
         if changed:
             raise InputError(f"cannot resume: {changed} differ from the checkpoint's config "
                              f"({ {k: state['config'].get(k) for k in changed} })", self.last_checkpoint)
+        stored = state.get("settings")
+        if self.run_settings is not None and stored != self.run_settings:
+            changed = sorted(k for k in self.run_settings if (stored or {}).get(k) != self.run_settings[k])
+            raise InputError(f"cannot resume: the run was trained with other settings ({changed or 'unrecorded'}); "
+                             "remove the run directory to retrain it", self.last_checkpoint)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])

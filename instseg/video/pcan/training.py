@@ -13,7 +13,6 @@ frame does at test time.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -24,7 +23,6 @@ import torch
 from torch import Tensor, nn
 
 from instseg.engine import TrainConfig, derive_seed
-from instseg.engine.checkpoint import atomic_write
 from instseg.engine.plateau import PlateauCheck
 from instseg.engine.trainer import Trainer
 from instseg.errors import InputError
@@ -179,26 +177,6 @@ class PCANRun:
     final_loss: dict[str, float]
 
 
-SETTINGS_FILE = "training.json"
-
-
-def _check_settings(out_dir: Path, settings: dict[str, Any], resume: bool) -> None:
-    """Record what a run is trained with; refuse to resume one trained with anything else (the
-    engine checks only its own schedule, not the model or the initialisation)."""
-    path = out_dir / SETTINGS_FILE
-    if resume and (out_dir / "checkpoints").is_dir():
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, ValueError):
-            stored = None
-        if stored != settings:
-            changed = sorted(k for k in settings if (stored or {}).get(k) != settings[k])
-            raise InputError(f"cannot resume: the run was trained with other settings ({changed or 'unrecorded'}); "
-                             "remove the run directory to retrain it", out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(json.dumps(settings, indent=2, sort_keys=True).encode()))
-
-
 def train_pcan(config: PCANConfig, training: PCANTraining, train: Sequence[CachedVideo], val: Sequence[CachedVideo],
                seed: int, out_dir: str | Path | None = None, resume: bool = False,
                embed_init: nn.Module | None = None) -> PCANRun:
@@ -214,9 +192,6 @@ def train_pcan(config: PCANConfig, training: PCANTraining, train: Sequence[Cache
         except RuntimeError as exc:
             raise InputError(f"the embedding head to start from does not fit PCAN's ({str(exc).splitlines()[0]})",
                              record="pcan.training.init_embedding") from None
-    if out_dir is not None:
-        _check_settings(Path(out_dir), {"model": config.to_dict(), "training": asdict(training), "seed": seed,
-                                        "embed_init": embed_init is not None}, resume)
     engine = training.engine_config(seed)
     first = config.memory_length - 1
     val_keys = fixed_keys(key_frames(val, config.memory_length), [len(v) for v in val], training.val_clips,
@@ -225,7 +200,8 @@ def train_pcan(config: PCANConfig, training: PCANTraining, train: Sequence[Cache
     val_path = None if out_dir is None else Path(out_dir) / "val_loss.csv"
     validation = FixedBatchValidation(model, [val_batch], training.iters, val_path, loss_fn=clips_loss)
     start = time.perf_counter()
-    summary = Trainer(model, None, engine, out_dir, loss_fn=clips_loss, callbacks=[validation],
+    settings = {"model": config.to_dict(), "training": asdict(training), "embed_init": embed_init is not None}
+    summary = Trainer(model, None, engine, out_dir, loss_fn=clips_loss, callbacks=[validation], run_settings=settings,
                       batches=ClipBatches(train, training.clips_per_batch, training.max_gap, config.memory_length, seed)).train(resume=resume)
     model.eval()
     return PCANRun(model, time.perf_counter() - start, validation.check(phase_end=max(engine.lr_steps, default=None)),
