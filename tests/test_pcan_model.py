@@ -187,7 +187,7 @@ def test_a_run_resumes_only_with_the_settings_it_was_trained_with(video: CachedV
     config = PCANConfig(memory_length=2, **SMALL)
     train_pcan(config, _tiny_training(), [video], [video], seed=0, out_dir=tmp_path)
     again = train_pcan(config, _tiny_training(), [video], [video], seed=0, out_dir=tmp_path, resume=True)
-    assert again.val_curve  # resumed at the end: nothing retrained
+    assert again.val_curve  # the same settings resume
     with pytest.raises(InputError, match=r"other settings \(\['model'\]\)"):
         train_pcan(PCANConfig(memory_length=2, momentum=0.5, **SMALL), _tiny_training(), [video], [video], seed=0,
                    out_dir=tmp_path, resume=True)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from instseg.errors import InputError
 from instseg.video.models.trackers.quasi_dense import QuasiDenseConfig
 from instseg.video.pcan.cache import CachedVideo
+from instseg.video.pcan.experiment import PCANSetup
 from instseg.video.pcan.model import PCAN, PCANConfig
 from instseg.video.pcan.refine_training import (RefineTraining, RoiBatches, frozen_rois, refine_loss, refine_variant,
                                                 train_refine)
@@ -85,9 +87,6 @@ def test_variants_share_the_identities_and_the_default_variant_is_track_pcan(mod
 
 
 def test_setup_without_the_default_row_names_the_setting() -> None:
-    from instseg.errors import InputError
-    from instseg.video.pcan.experiment import PCANSetup
-
     with pytest.raises(InputError, match="pcan.trained"):
         PCANSetup.from_dict({"trained": {"length_1": {"memory_length": 1}}})
     assert PCANSetup.from_dict({"prototype_numbers": [[1, 2]]}).prototype_numbers == ((1, 2),)
