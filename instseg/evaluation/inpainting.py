@@ -43,8 +43,8 @@ from instseg.errors import InputError
 SSIM_WIN_SIZE = 65  # E2FGVI / ProPainter / FuseFormer
 
 
-def _as_video(frames: np.ndarray, name: str) -> np.ndarray:
-    """``[T, H, W, 3]`` float64 on the 0-255 scale, or InputError saying what is wrong."""
+def as_frames(frames: np.ndarray, name: str) -> np.ndarray:
+    """``frames`` as ``[T, H, W, 3]`` float64 on the 0-255 scale, or InputError naming ``name`` and the problem."""
     array = np.asarray(frames)
     if array.ndim == 3:
         array = array[None]
@@ -77,7 +77,7 @@ def _as_masks(mask: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray
 
 
 def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pred_v, gt_v = _as_video(pred, "pred"), _as_video(gt, "gt")
+    pred_v, gt_v = as_frames(pred, "pred"), as_frames(gt, "gt")
     if pred_v.shape != gt_v.shape:
         raise InputError(f"pred has shape {np.shape(pred)} and gt {np.shape(gt)}; they must match")
     return pred_v, gt_v
@@ -234,7 +234,7 @@ def warping_error(frames: np.ndarray, flows: np.ndarray, valid: np.ndarray | Non
     """E_warp of a video ``[T, H, W, 3]`` (0-255) with forward flows ``[T-1, H, W, 2]`` and optional
     non-occlusion masks ``[T-1, H, W]``: per pair the mean squared [0, 1] RGB error over valid pixels,
     then the mean over pairs. A pair without a valid pixel raises."""
-    video = _as_video(frames, "frames") / 255.0
+    video = as_frames(frames, "frames") / 255.0
     count, height, width = video.shape[:3]
     if count < 2 or height < 2 or width < 2:
         raise InputError(f"frames has shape {video.shape}; the warping error needs >= 2 frames of >= 2x2 pixels")
