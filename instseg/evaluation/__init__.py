@@ -1,6 +1,8 @@
 """COCO-style evaluation: AP/AR (visible or amodal, all images or a subset), per category, per occlusion bin.
 
 faster-coco-eval is the default backend; pycocotools, the reference, gives the same numbers.
+Video-inpainting metrics live in ``instseg.evaluation.inpainting`` and ``instseg.evaluation.lpips``
+(imported from there, so COCO evaluation never loads LPIPS weights).
 """
 
 from instseg.evaluation.backends import BACKENDS
