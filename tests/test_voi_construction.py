@@ -234,6 +234,11 @@ def test_build_split_round_trip(bench, scenes, tmp_path):
             assert np.array_equal(getattr(twin, key), getattr(rebuilt, key)), (entry["file"], key)
     report = split_leak_report(iter_samples(tmp_path / "ref" / "val" / "index.json"))
     assert report["synthetic"]["within_tolerance"] == 1.0
+    stale = tmp_path / "ref" / "val" / "00999_t01_f000_synthetic.npz"
+    stale.write_bytes(b"old")
+    again = build_voi_split(ann, tmp_path / "ref", "val", CFG, seed=2)
+    assert {k: v for k, v in again.items() if "seconds" not in k} == {k: v for k, v in stats.items() if "seconds" not in k}
+    assert not stale.exists()
 
 
 def test_malformed_index_and_npz_name_the_file(bench, tmp_path):

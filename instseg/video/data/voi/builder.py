@@ -163,7 +163,8 @@ def build_voi_split(annotation_path: str | Path, out_dir: str | Path, split: str
                     seed: int = 0, max_videos: int | None = None, embed_frames: bool = False) -> dict[str, Any]:
     """Write ``out_dir/<split>/*.npz`` and ``out_dir/<split>/index.json`` from the scenes of one
     OccludedShapes-VIS annotation file (frames under ``<annotations>/../frames``, referenced unless
-    ``embed_frames``); returns timing and size statistics (also in the index)."""
+    ``embed_frames``); samples of an earlier build that this plan no longer holds are removed, so the
+    folder is what the index lists. Returns timing and size statistics (also in the index)."""
     cfg.check()
     annotation_path = Path(annotation_path)
     scenes = load_scenes(annotation_path)
@@ -211,4 +212,8 @@ def build_voi_split(annotation_path: str | Path, out_dir: str | Path, split: str
              "frames_root": None if embed_frames else os.path.relpath(root, folder.resolve()),
              "samples": entries, "skipped": skipped, "stats": stats}
     write_index(folder / "index.json", index)
+    listed = {e["file"] for e in entries}
+    for stale in folder.glob("?????_t??_f???_*.npz"):  # samples of an earlier build that this one dropped
+        if stale.name not in listed:
+            stale.unlink()
     return stats

@@ -40,6 +40,7 @@ class Occluder:
     aspect: float = 1.0
     outline: np.ndarray | None = None  # kind "blob": (N, 2) closed polygon, unit extent
     source: dict[str, Any] = field(default_factory=dict)  # where the outline / look came from
+    tries: int = 0  # placement draws it took
 
     def mask(self, t: int, height: int, width: int) -> np.ndarray:
         """Its outline at clip frame ``t`` (bool HxW, clipped to the frame)."""
@@ -62,7 +63,7 @@ class Occluder:
     def describe(self) -> dict[str, Any]:
         """A JSON-able record (index and npz metadata): enough to redraw the occluder exactly."""
         return {"kind": self.kind, "shape": self.shape, "aspect": self.aspect, "look": asdict(self.look),
-                "poses": np.round(self.poses, 6).tolist(), "source": self.source,
+                "poses": np.round(self.poses, 6).tolist(), "source": self.source, "tries": self.tries,
                 "outline": None if self.outline is None else np.round(self.outline, 6).tolist()}
 
 

@@ -33,12 +33,12 @@ def place_occluder(rng: np.random.Generator, cfg: VoiConfig, template: Occluder,
     if not present.any():
         raise PlacementError(f"{record}: the target has no pixel in any clip frame")
     best = (np.inf, None)
-    for _ in range(cfg.placement_tries):
+    for attempt in range(1, cfg.placement_tries + 1):
         radius = target_radius * float(rng.uniform(*cfg.occluder_scale))
         direction = float(rng.uniform(0, 2 * np.pi))
         distance = float(rng.uniform(0.0, 1.0)) * (target_radius + radius)
         anchor = centres[n // 2] + distance * np.array([np.cos(direction), np.sin(direction)])
-        occ = replace(template, poses=occluder_poses(rng, cfg, centres, anchor, radius))
+        occ = replace(template, poses=occluder_poses(rng, cfg, centres, anchor, radius), tries=attempt)
         masks = np.stack([occ.mask(t, height, width) for t in range(n)])
         frac = coverage(masks, amodal)[present]
         miss = float(np.maximum(cfg.min_occluded - frac, 0).sum() + np.maximum(frac - cfg.max_occluded, 0).sum())
