@@ -18,6 +18,7 @@ from instseg.video.data.voi.samples import VoiSample, front_scene, natural_sampl
 from instseg.video.data.voi.store import iter_samples, read_index, read_sample, write_index, write_sample
 
 __all__ = ["SampleSpec", "build_voi_split", "eligible_clips", "make_sample", "plan_samples", "VoiConfig",
-           "NoiseMatch", "leak_diagnostic", "noise_match", "split_leak_report", "Occluder", "bezier_outline", "occluder_poses",
-           "PlacementError", "coverage", "place_occluder", "VoiSample", "front_scene", "natural_sample",
-           "synthetic_sample", "iter_samples", "read_index", "read_sample", "write_index", "write_sample"]
+           "NoiseMatch", "leak_diagnostic", "noise_match", "split_leak_report", "Occluder", "bezier_outline",
+           "occluder_poses", "PlacementError", "coverage", "place_occluder", "VoiSample", "front_scene",
+           "natural_sample", "synthetic_sample", "iter_samples", "read_index", "read_sample", "write_index",
+           "write_sample"]

@@ -2,14 +2,14 @@
 atomically (a temporary file in the same folder, then ``os.replace``), and readers that name the
 file and the problem when something is off.
 
-Sensor noise makes frames nearly incompressible (about 49 KB of 48 KB raw per 128 px frame after
-zlib; the benchmark's PNGs are 31 KB), so a sample stores only what it adds to the benchmark:
+Sensor noise makes frames nearly incompressible (zlib keeps a 12-frame 128 px clip at ~0.58 MB of
+0.59 MB raw; the benchmark's PNGs are 31 KB a frame), so a sample stores only what it adds:
 
 * the clean frames only where they differ from the corrupted ones (under a synthetic occluder; on
   the occluded part for a natural sample), the writer checking that they are equal elsewhere;
-* the corrupted frames either whole (``embed_frames=True``: a self-contained file, ~0.6 MB for
+* the corrupted frames either whole (``embed_frames=True``: a self-contained file, 0.59 MB for
   12 frames) or, by default, as the benchmark frames they are (``meta["frame_files"]``, relative to
-  the benchmark's ``frames/`` folder) plus the pasted occluder pixels (~10x smaller). The builder
+  the benchmark's ``frames/`` folder) plus the pasted occluder pixels (42 KB a sample at the cpu scale). The builder
   checks that the referenced frames are the rendered ones before it writes the reference.
 """
 
