@@ -159,6 +159,8 @@ def test_natural_clean_is_the_target_in_front(scenes):
         assert np.array_equal(sample.clean[k][sample.amodal[k]], alone[sample.amodal[k]])
         assert (sample.clean[k][sample.occluded[k]] != sample.corrupted[k][sample.occluded[k]]).any()
     assert np.array_equal(render_frame(front_scene(scene, a["track_id"]), 1), sample.clean[0])
+    with pytest.raises(InputError, match=r"track 1 frames 1\.\.6: scene objects hide part of the target"):
+        synthetic_sample(scene, a["track_id"], 1, CFG, _template("blob"), np.random.default_rng(0), video_id=vid)
 
 
 def test_eligible_synthetic_targets_are_unoccluded(scenes):

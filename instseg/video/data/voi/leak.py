@@ -104,7 +104,8 @@ def leak_diagnostic(sample: VoiSample) -> dict[str, NoiseMatch]:
 def split_leak_report(samples: Iterable[tuple[dict[str, Any], VoiSample]], tolerance: float = 0.2) -> dict[str, Any]:
     """Over a split's (entry, sample) pairs: per kind, the share of samples whose inside/outside
     noise ratio is within ``tolerance`` of 1, the mean ratio and the flatness detector's mean AUC on
-    corrupted and on clean frames; and ``synthetic_vs_natural_auc``, how well the ratio tells a
+    corrupted and on clean frames (and percentiles: a pasted occluder's spread should lie within
+    that of real objects, the natural samples' occluders); and ``synthetic_vs_natural_auc``, how well the ratio tells a
     pasted occluder from a real scene object (0.5: not at all)."""
     rows: dict[str, list[tuple[float, float, float]]] = {"synthetic": [], "natural": []}
     for entry, sample in samples:
@@ -113,10 +114,14 @@ def split_leak_report(samples: Iterable[tuple[dict[str, Any], VoiSample]], toler
     out: dict[str, Any] = {}
     for kind, values in rows.items():
         a = np.array(values, dtype=np.float64).reshape(-1, 3)
-        out[kind] = {"samples": len(a), "within_tolerance": float(np.mean(np.abs(a[:, 0] - 1) <= tolerance))
-                     if len(a) else float("nan"), "mean_ratio": float(np.nanmean(a[:, 0])) if len(a) else float("nan"),
-                     "mean_auc_corrupted": float(np.nanmean(a[:, 1])) if len(a) else float("nan"),
-                     "mean_auc_clean": float(np.nanmean(a[:, 2])) if len(a) else float("nan")}
+        if not len(a):
+            out[kind] = {"samples": 0}
+            continue
+        out[kind] = {"samples": len(a), "within_tolerance": float(np.mean(np.abs(a[:, 0] - 1) <= tolerance)),
+                     "mean_ratio": float(np.nanmean(a[:, 0])),
+                     "ratio_p5_p50_p95": np.round(np.nanpercentile(a[:, 0], [5, 50, 95]), 4).tolist(),
+                     "mean_auc_corrupted": float(np.nanmean(a[:, 1])), "mean_auc_clean": float(np.nanmean(a[:, 2])),
+                     "auc_p5_p50_p95": np.round(np.nanpercentile(a[:, 1], [5, 50, 95]), 4).tolist()}
     syn = np.array([r[0] for r in rows["synthetic"]])
     nat = np.array([r[0] for r in rows["natural"]])
     out["synthetic_vs_natural_auc"] = auc(np.abs(syn - 1), np.abs(nat - 1))

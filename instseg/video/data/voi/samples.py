@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from instseg.errors import InputError
 from instseg.video.data.occluded_shapes_vis.render import amodal_mask, frame_masks, paint_order, render_frame, track
 from instseg.video.data.voi.config import VoiConfig
 from instseg.video.data.voi.noise import paint, sensor_noise
@@ -62,7 +63,8 @@ def synthetic_sample(scene: dict[str, Any], track_id: int, start: int, cfg: VoiC
                      rng: np.random.Generator, masks: list[dict] | None = None,
                      video_id: int | None = None) -> VoiSample:
     """Paste ``template`` (drawn a path by :func:`place_occluder`) over the target in frames
-    ``start .. start + clip_length - 1``; the occluder's pixels get the frame's own sensor noise."""
+    ``start .. start + clip_length - 1``; the occluder's pixels get the frame's own sensor noise.
+    The target must be unoccluded in the source clip (:func:`builder.eligible_clips`), else InputError."""
     n, h, w = cfg.clip_length, scene["height"], scene["width"]
     masks = masks if masks is not None else clip_masks(scene, start, n)
     amodal = np.stack([m[track_id]["amodal"] for m in masks])
@@ -70,6 +72,10 @@ def synthetic_sample(scene: dict[str, Any], track_id: int, start: int, cfg: VoiC
     obj = track(scene, track_id)
     centres = np.array([f[:2] for f in obj["frames"][start:start + n]], dtype=np.float64)
     record = f"video {'?' if video_id is None else video_id} track {track_id} frames {start}..{start + n - 1}"
+    hidden = [start + k for k in range(n) if not np.array_equal(seen[k], amodal[k])]
+    if hidden:  # the source frames would not show all of the target: no exact clean ground truth
+        raise InputError(f"scene objects hide part of the target in frames {hidden}; a synthetic sample needs "
+                         "it unoccluded (make a natural sample instead)", record=record)
     occ, occ_masks = place_occluder(rng, cfg, template, amodal, centres, target_radius(scene, track_id, start, n),
                                     record)
     clean = np.stack([render_frame(scene, t) for t in range(start, start + n)])
