@@ -14,7 +14,7 @@ from instseg.data.appearance import Appearance, draw_appearance
 from instseg.errors import InputError
 from instseg.video.data.occluded_shapes_vis import SMOKE, VideoBenchmarkConfig, build_video_benchmark, load_scenes
 from instseg.video.data.occluded_shapes_vis.render import background, frame_masks, render_frame
-from instseg.video.data.voi import (
+from instseg.video.voin.data import (
     Occluder,
     PlacementError,
     VoiConfig,
@@ -35,8 +35,8 @@ from instseg.video.data.voi import (
     synthetic_sample,
     write_sample,
 )
-from instseg.video.data.voi import store
-from instseg.video.data.voi.noise import quantise, sensor_noise
+from instseg.video.voin.data import store
+from instseg.video.voin.data.noise import quantise, sensor_noise
 
 CFG = VoiConfig(clip_length=6, clip_stride=2, min_area=30, natural_min_occluded=0.05, natural_min_frames=1,
                 natural_min_visible_frames=3, synthetic_per_video=3, natural_per_video=2)

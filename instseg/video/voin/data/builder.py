@@ -24,11 +24,11 @@ from instseg.data.coco_json import read_json
 from instseg.errors import InputError
 from instseg.video.data.occluded_shapes_vis.build import load_scenes
 from instseg.video.data.occluded_shapes_vis.render import track
-from instseg.video.data.voi.config import VoiConfig
-from instseg.video.data.voi.occluders import Occluder, bezier_outline
-from instseg.video.data.voi.placement import PlacementError
-from instseg.video.data.voi.samples import VoiSample, clip_masks, natural_sample, synthetic_sample
-from instseg.video.data.voi.store import pasted_region, write_index, write_sample
+from instseg.video.voin.data.config import VoiConfig
+from instseg.video.voin.data.occluders import Occluder, bezier_outline
+from instseg.video.voin.data.placement import PlacementError
+from instseg.video.voin.data.samples import VoiSample, clip_masks, natural_sample, synthetic_sample
+from instseg.video.voin.data.store import pasted_region, write_index, write_sample
 
 PLAN_STREAM = 0x564F49  # "VOI": keeps the plan's stream apart from the generator's
 

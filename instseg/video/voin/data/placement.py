@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from instseg.video.data.voi.config import VoiConfig
-from instseg.video.data.voi.occluders import Occluder, occluder_poses
+from instseg.video.voin.data.config import VoiConfig
+from instseg.video.voin.data.occluders import Occluder, occluder_poses
 
 
 class PlacementError(ValueError):

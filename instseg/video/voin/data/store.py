@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from instseg.errors import InputError
-from instseg.video.data.voi.samples import MASKS, VoiSample
+from instseg.video.voin.data.samples import MASKS, VoiSample
 
 SAMPLE_VERSION = 1
 INDEX_VERSION = 1

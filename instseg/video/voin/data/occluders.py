@@ -22,7 +22,7 @@ from instseg.data.appearance import Appearance
 from instseg.data.shapes import ShapeSpec, render_shape
 from instseg.video.data.occluded_shapes_vis.motion import oscillation, smooth_path
 from instseg.video.data.occluded_shapes_vis.render import _texture
-from instseg.video.data.voi.config import VoiConfig
+from instseg.video.voin.data.config import VoiConfig
 
 KINDS: tuple[str, ...] = ("object", "blob")
 _SHIFT = 4  # OpenCV fixed-point bits, as the benchmark's shapes

@@ -9,13 +9,13 @@ not recognisable by its noise.
 
 from __future__ import annotations
 
-from instseg.video.data.voi.builder import SampleSpec, build_voi_split, eligible_clips, make_sample, plan_samples
-from instseg.video.data.voi.config import VoiConfig
-from instseg.video.data.voi.leak import NoiseMatch, leak_diagnostic, noise_match, split_leak_report
-from instseg.video.data.voi.occluders import Occluder, bezier_outline, occluder_poses
-from instseg.video.data.voi.placement import PlacementError, coverage, place_occluder
-from instseg.video.data.voi.samples import VoiSample, front_scene, natural_sample, synthetic_sample
-from instseg.video.data.voi.store import iter_samples, read_index, read_sample, write_index, write_sample
+from instseg.video.voin.data.builder import SampleSpec, build_voi_split, eligible_clips, make_sample, plan_samples
+from instseg.video.voin.data.config import VoiConfig
+from instseg.video.voin.data.leak import NoiseMatch, leak_diagnostic, noise_match, split_leak_report
+from instseg.video.voin.data.occluders import Occluder, bezier_outline, occluder_poses
+from instseg.video.voin.data.placement import PlacementError, coverage, place_occluder
+from instseg.video.voin.data.samples import VoiSample, front_scene, natural_sample, synthetic_sample
+from instseg.video.voin.data.store import iter_samples, read_index, read_sample, write_index, write_sample
 
 __all__ = ["SampleSpec", "build_voi_split", "eligible_clips", "make_sample", "plan_samples", "VoiConfig",
            "NoiseMatch", "leak_diagnostic", "noise_match", "split_leak_report", "Occluder", "bezier_outline",

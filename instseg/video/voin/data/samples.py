@@ -23,10 +23,10 @@ import numpy as np
 
 from instseg.errors import InputError
 from instseg.video.data.occluded_shapes_vis.render import amodal_mask, frame_masks, paint_order, render_frame, track
-from instseg.video.data.voi.config import VoiConfig
-from instseg.video.data.voi.noise import paint, sensor_noise
-from instseg.video.data.voi.occluders import Occluder
-from instseg.video.data.voi.placement import coverage, place_occluder
+from instseg.video.voin.data.config import VoiConfig
+from instseg.video.voin.data.noise import paint, sensor_noise
+from instseg.video.voin.data.occluders import Occluder
+from instseg.video.voin.data.placement import coverage, place_occluder
 
 MASKS: tuple[str, ...] = ("amodal", "occluded", "occluder", "visible")
 

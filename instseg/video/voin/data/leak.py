@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from scipy.stats import rankdata
 
-from instseg.video.data.voi.samples import VoiSample
+from instseg.video.voin.data.samples import VoiSample
 
 
 @dataclass(frozen=True)
