@@ -114,6 +114,11 @@ class OcclusionAwareTSMConv(nn.Module):
         s = self.conv.stride
         return self.fusion(masks_at(masks, (x.shape[-2] // s, x.shape[-1] // s)))
 
+    def gate_logits(self, x: Tensor, masks: Tensor) -> Tensor:
+        """Gate_occ(t) of eq. 5.11 before the sigmoid (for inspection; forward computes it too)."""
+        self.conv.check(x)
+        return self.conv.gate_logits(x, self.gate_offset(x, masks))
+
     def forward(self, x: Tensor, masks: Tensor) -> Tensor:
         return self.conv(x, self.gate_offset(x, masks))
 

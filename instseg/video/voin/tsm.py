@@ -26,8 +26,9 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 def default_fold(channels: int, n: int = 1) -> int:
-    """Channels per shifted block: half the channels move in all (C/4 back and C/4 forward at n=1)."""
-    return channels // (4 * n)
+    """Channels per shifted block: half the channels move in all (C/4 back and C/4 forward at n=1),
+    at least one per block so that every layer really reaches frames t-n .. t+n."""
+    return max(channels // (4 * n), 1)
 
 
 def temporal_shift(x: Tensor, fold: int | None = None, n: int = 1) -> Tensor:
@@ -89,14 +90,21 @@ class GatedTSMConv(nn.Module):
         self.feature = frame_conv(in_channels, out_channels, kernel_size, stride, dilation)  # W_f
         self.gate = frame_conv(in_channels, out_channels, kernel_size, stride, dilation)  # W_g
 
-    def forward(self, x: Tensor, gate_extra: Tensor | None = None) -> Tensor:
+    def check(self, x: Tensor) -> None:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise InputError(f"expected a clip [B, {self.in_channels}, T, H, W], got shape {tuple(x.shape)}")
+
+    def gate_logits(self, x: Tensor, gate_extra: Tensor | None = None, shifted: Tensor | None = None) -> Tensor:
+        """The gate before its sigmoid: Σ W_g · I_t (+ ``gate_extra``), first term of eq. 5.11."""
+        if self.shift_gate:
+            x = temporal_shift(x, self.fold, self.n) if shifted is None else shifted
+        gate = self.gate(x)
+        return gate if gate_extra is None else gate + gate_extra
+
+    def forward(self, x: Tensor, gate_extra: Tensor | None = None) -> Tensor:
+        self.check(x)
         shifted = temporal_shift(x, self.fold, self.n)
         feature = self.feature(shifted)  # S_t, eq. 5.12
-        gate = self.gate(shifted if self.shift_gate else x)  # Σ W_g · I_t, first term of eq. 5.11
-        if gate_extra is not None:
-            gate = gate + gate_extra
         if self.activation is not None:
             feature = ACTIVATIONS[self.activation](feature)
-        return torch.sigmoid(gate) * feature  # eq. 5.13
+        return torch.sigmoid(self.gate_logits(x, gate_extra, shifted)) * feature  # eq. 5.13

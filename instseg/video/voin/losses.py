@@ -1,0 +1,112 @@
+"""VOIN's inpainting losses as pure functions of tensors (section 5.4.3).
+
+The thesis names the terms but gives no formulas or weights for this stage ("two spatio-temporal
+discriminators with multi-class adversarial losses"); what it does not say follows STTN's released
+configuration (one of its two cited generators, [140]): L1 on the hole and on the valid region
+(each averaged over its own pixels and channels, weights 1 and 1), hinge loss for T-PatchGAN
+(as FFVI / LGTSM / STTN) with generator weight 0.01. The multi-class discriminator is a (K+1)-way
+classifier: cross-entropy with real clips -> their category, generated clips -> "fake" (class K);
+the generator's term is cross-entropy of its clips -> the target's true category (it must pass for
+a real object of that class), weighted 0.01 like the other adversarial term (our choice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from instseg.errors import InputError
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the generator and discriminator totals."""
+
+    hole: float = 1.0  # L1 inside the hole (the occluded part)
+    valid: float = 1.0  # L1 outside it
+    adversarial: float = 0.01  # T-PatchGAN hinge term of the generator
+    multiclass: float = 0.01  # multi-class term of the generator
+    d_tpatch: float = 1.0  # discriminator side
+    d_multiclass: float = 1.0
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> "LossWeights":
+        unknown = set(params) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"unknown loss weights: {sorted(unknown)}", record="voin.losses")
+        return cls(**params)
+
+
+def masked_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean |pred - target| over the pixels and channels where ``mask`` (broadcast over channels)
+    is on; 0 for an empty mask. Averaging per region keeps a small hole from vanishing in the mean."""
+    if pred.shape != target.shape:
+        raise InputError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    pred, target, mask = pred.float(), target.float(), mask.float()  # sums in float32 under autocast
+    total = (torch.abs(pred - target) * mask).sum()
+    count = mask.expand_as(pred).sum()
+    return total / count.clamp(min=1.0)
+
+
+def reconstruction_losses(pred: Tensor, target: Tensor, hole: Tensor) -> dict[str, Tensor]:
+    """"hole" and "valid" L1 terms of a clip [B, C, T, H, W] against its ground truth; ``hole`` [B, 1, T, H, W]."""
+    return {"hole": masked_l1(pred, target, hole), "valid": masked_l1(pred, target, 1 - hole)}
+
+
+def hinge_d_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    """Discriminator hinge: mean relu(1 - D(real)) + mean relu(1 + D(fake)), over all patches."""
+    return F.relu(1 - real_scores.float()).mean() + F.relu(1 + fake_scores.float()).mean()
+
+
+def hinge_g_loss(fake_scores: Tensor) -> Tensor:
+    """Generator side of the hinge loss: -mean D(fake)."""
+    return -fake_scores.float().mean()
+
+
+def _check_labels(logits: Tensor, labels: Tensor) -> None:
+    if logits.dim() != 2 or labels.shape != (logits.shape[0],):
+        raise InputError(f"need logits [B, K+1] and labels [B], got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1] - 1):
+        raise InputError(f"labels must be real categories 0..{logits.shape[1] - 2} (class {logits.shape[1] - 1} is fake)")
+
+
+def multiclass_d_loss(real_logits: Tensor, fake_logits: Tensor, labels: Tensor) -> Tensor:
+    """CE(real clips -> their category) + CE(generated clips -> fake); logits [B, K+1], labels [B]."""
+    _check_labels(real_logits, labels)
+    fake_class = torch.full((fake_logits.shape[0],), fake_logits.shape[1] - 1, dtype=torch.long,
+                            device=fake_logits.device)
+    return F.cross_entropy(real_logits.float(), labels) + F.cross_entropy(fake_logits.float(), fake_class)
+
+
+def multiclass_g_loss(fake_logits: Tensor, labels: Tensor) -> Tensor:
+    """CE(generated clips -> the target's real category)."""
+    _check_labels(fake_logits, labels)
+    return F.cross_entropy(fake_logits.float(), labels)
+
+
+def generator_loss(pred: Tensor, target: Tensor, hole: Tensor, tpatch_fake: Tensor, multiclass_fake: Tensor,
+                   labels: Tensor, weights: LossWeights | None = None) -> dict[str, Tensor]:
+    """Every generator term and their weighted "total". ``pred`` is the generator's raw clip (the L1
+    terms), the scores and logits are the discriminators' on the inpainted (composited) clip."""
+    w = weights or LossWeights()
+    terms = reconstruction_losses(pred, target, hole)
+    terms["adversarial"] = hinge_g_loss(tpatch_fake)
+    terms["multiclass"] = multiclass_g_loss(multiclass_fake, labels)
+    terms["total"] = (w.hole * terms["hole"] + w.valid * terms["valid"] + w.adversarial * terms["adversarial"]
+                      + w.multiclass * terms["multiclass"])
+    return terms
+
+
+def discriminator_loss(tpatch_real: Tensor, tpatch_fake: Tensor, multiclass_real: Tensor,
+                       multiclass_fake: Tensor, labels: Tensor, weights: LossWeights | None = None
+                       ) -> dict[str, Tensor]:
+    """Both discriminators' terms and their weighted "total" (fake inputs computed on a detached clip)."""
+    w = weights or LossWeights()
+    terms = {"tpatch": hinge_d_loss(tpatch_real, tpatch_fake),
+             "multiclass": multiclass_d_loss(multiclass_real, multiclass_fake, labels)}
+    terms["total"] = w.d_tpatch * terms["tpatch"] + w.d_multiclass * terms["multiclass"]
+    return terms
