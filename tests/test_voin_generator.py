@@ -121,6 +121,8 @@ def test_generator_output_shape(t, h, w, gating):
     keep = (c["occluded"] == 0).expand_as(c["frames"])
     assert torch.equal(out["inpainted"][keep], c["frames"][keep])
     assert out["raw"].abs().max() <= 1
+    as_bool = {k: v.bool() if k != "frames" else v for k, v in c.items()}
+    assert torch.equal(g(**as_bool)["inpainted"], out["inpainted"])
 
 
 def test_generator_reads_propagated_frames():

@@ -202,6 +202,7 @@ class OcclusionAwareGenerator(nn.Module):
     def forward(self, frames: Tensor, visible: Tensor, occluded: Tensor, amodal: Tensor,
                 propagated: Tensor | None = None) -> dict[str, Tensor]:
         self.check_inputs(frames, {"visible": visible, "occluded": occluded, "amodal": amodal}, propagated)
+        visible, occluded, amodal = (m.to(frames.dtype) for m in (visible, occluded, amodal))  # bool masks too
         known = frames * (1 - occluded)
         parts = [known] + ([propagated * occluded] if propagated is not None else []) + [visible, occluded, amodal]
         x = torch.cat(parts, dim=1)

@@ -68,10 +68,13 @@ def hinge_g_loss(fake_scores: Tensor) -> Tensor:
 
 
 def _check_labels(logits: Tensor, labels: Tensor) -> None:
+    """Labels must be real categories: the last logit is "fake", never a clip's label."""
     if logits.dim() != 2 or labels.shape != (logits.shape[0],):
-        raise InputError(f"need logits [B, K+1] and labels [B], got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1] - 1):
-        raise InputError(f"labels must be real categories 0..{logits.shape[1] - 2} (class {logits.shape[1] - 1} is fake)")
+        raise InputError(f"need logits [B, K+1] and labels [B], got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}")
+    fake = logits.shape[1] - 1
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= fake):
+        raise InputError(f"labels must be real categories 0..{fake - 1} (class {fake} is fake)")
 
 
 def multiclass_d_loss(real_logits: Tensor, fake_logits: Tensor, labels: Tensor) -> Tensor:
