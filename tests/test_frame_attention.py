@@ -1,12 +1,16 @@
 """The frame-level prototypical attention module: eq. 5.7's weights sum to one over frames, each
 memory frame's readout is eq. 5.6 on its stored prototypes, an empty memory aggregates the current
-frame alone, and the training gradient reaches the key and value encoders."""
+frame alone, every module is the identity at initialisation (its fusion starts at zero), and once
+the fusion has moved the training gradient reaches the key and value encoders."""
 
 from __future__ import annotations
 
 import torch
 
-from instseg.video.layers.frame_attention import FramePrototypicalAttention
+import pytest
+
+from instseg.video.layers.frame_attention import (FrameNonLocalAttention, FramePrototypicalAttention,
+                                                  FrameTransformerAttention)
 from instseg.video.layers.prototypes import prototype_readout
 
 
@@ -43,10 +47,30 @@ def test_an_empty_memory_aggregates_the_current_frame_alone() -> None:
     assert module(current, []).shape == current.shape
 
 
-def test_gradient_reaches_the_key_and_value_encoders() -> None:
+@pytest.mark.parametrize("cls", [FramePrototypicalAttention, FrameNonLocalAttention, FrameTransformerAttention])
+def test_every_frame_module_starts_as_the_identity(cls: type) -> None:
+    torch.manual_seed(0)
+    module = cls(8, 4).double()
+    *past, current = _features(3, seed=3)
+    out = module(current, [module.memory_entry(f) for f in past])
+    torch.testing.assert_close(out, current, rtol=0, atol=0)
+
+
+def test_gradient_reaches_the_fusion_at_once_and_the_encoders_after_its_first_update() -> None:
     module = _module()
     *past, current = _features(3, seed=2)
-    out = module(current, [module.memory_entry(f) for f in past])
-    out.pow(2).mean().backward()
+    target = torch.randn_like(current)
+
+    def step() -> None:
+        module.zero_grad()
+        out = module(current, [module.memory_entry(f) for f in past])
+        (out - target).pow(2).mean().backward()
+
+    step()
+    assert module.fuse.weight.grad.abs().sum() > 0
+    assert module.key.weight.grad.abs().sum() == 0 and module.value.weight.grad.abs().sum() == 0
+    with torch.no_grad():
+        module.fuse.weight -= 0.1 * module.fuse.weight.grad
+    step()
     for layer in (module.key, module.value, module.fuse):
         assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0

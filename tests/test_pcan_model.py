@@ -21,6 +21,16 @@ C = 8
 SMALL = dict(embed_conv_channels=8, embed_fc_channels=16, embed_dim=8, refine_channels=8, key_channels=8)
 
 
+def _fusion_moved(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with its frame fusions off their zero initialisation, as after some training:
+    only then does the memory change the output (and the encoders get gradient)."""
+    torch.manual_seed(7)
+    for name, sub in module.named_modules():
+        if name.split(".")[-1] == "fuse":
+            torch.nn.init.normal_(sub.weight, std=0.1)
+    return module
+
+
 def _frame(generator: torch.Generator, t: int) -> CachedFrame:
     levels = {name: torch.randn(C, s, s, generator=generator).half() for name, s in
               (("0", 16), ("1", 8), ("2", 4), ("3", 2))}
@@ -65,7 +75,8 @@ def test_pool_is_the_mean_of_roi_align_over_levels(video: CachedVideo) -> None:
 
 
 def test_memory_length_one_is_the_capacity_twin() -> None:
-    one, four = PCAN(PCANConfig(memory_length=1, **SMALL), C), PCAN(PCANConfig(memory_length=4, **SMALL), C)
+    one = _fusion_moved(PCAN(PCANConfig(memory_length=1, **SMALL), C))
+    four = PCAN(PCANConfig(memory_length=4, **SMALL), C)
     assert sum(p.numel() for p in one.parameters()) == sum(p.numel() for p in four.parameters())
     four.load_state_dict(one.state_dict())
     levels = {"1": torch.randn(1, C, 8, 8), "2": torch.randn(1, C, 4, 4), "3": torch.randn(1, C, 2, 2)}
@@ -75,7 +86,8 @@ def test_memory_length_one_is_the_capacity_twin() -> None:
     assert not torch.allclose(four.enhance(levels, memory)["1"], without["1"])
 
 
-@pytest.mark.parametrize("module", [FrameNonLocalAttention(C, 4), FrameTransformerAttention(C, 2)])
+@pytest.mark.parametrize("module", [_fusion_moved(FrameNonLocalAttention(C, 4)),
+                                    _fusion_moved(FrameTransformerAttention(C, 2))])
 def test_baseline_frame_modules_keep_the_shape_and_read_the_memory(module: torch.nn.Module) -> None:
     feature = torch.randn(2, C, 4, 4)
     memory = [module.memory_entry(torch.randn(2, C, 4, 4)) for _ in range(2)]
@@ -110,7 +122,7 @@ def test_clips_need_a_full_memory_and_are_a_function_of_seed_and_iteration(video
 @pytest.mark.parametrize("attention", ["prototypical", "nonlocal", "transformer"])
 def test_the_trained_loss_reaches_the_frame_module(video: CachedVideo, attention: str) -> None:
     torch.manual_seed(0)
-    model = PCAN(PCANConfig(attention=attention, memory_length=3, **SMALL), C)
+    model = _fusion_moved(PCAN(PCANConfig(attention=attention, memory_length=3, **SMALL), C))
     losses = clips_loss(model, [(video, 3, 2), (video, 5, 6)])
     assert {"loss_track", "loss_track_aux", "loss_mask"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
@@ -126,7 +138,7 @@ def test_the_trained_loss_reaches_the_frame_module(video: CachedVideo, attention
 
 def test_mask_loss_alone_trains_the_frame_module_through_the_prototypes(video: CachedVideo) -> None:
     torch.manual_seed(0)
-    model = PCAN(PCANConfig(memory_length=3, **SMALL), C)
+    model = _fusion_moved(PCAN(PCANConfig(memory_length=3, **SMALL), C))
     clips_loss(model, [(video, 3, 2)])["loss_mask"].backward()
     assert model.frame["1"].inner.key.weight.grad.abs().sum() > 0
 

@@ -9,6 +9,11 @@ current frame's own values are averaged per pixel with weights softmax(y_t . y_t
 the aggregate is fused with the current features by a 1x1 convolution on their concatenation
 (residual). Gradients reach both encoders through the readout and through the prototypes.
 
+Why the fusion starts at zero (every attention type alike): the module is then the identity at
+initialisation, as the non-local block's output layer is (Wang et al., 2018), so heads warm-started
+from a trained tracker first read the detector's own maps, not maps shifted by a random fusion; the
+encoders receive gradient from the first update of the fusion on.
+
 ``temperature`` is 2 sigma^2; its default, the key width, puts the logits of unit-variance keys
 (squared distances ~ 2 x width) at order one.
 """
@@ -26,6 +31,14 @@ from instseg.video.layers.prototypes import em_prototypes, prototype_readout, va
 Prototypes = tuple[Tensor, Tensor]  # key prototypes [B, N, Ck], value prototypes [B, N, C]
 
 
+def residual_fusion(channels: int) -> nn.Conv2d:
+    """The 1x1 convolution fusing [features, aggregate] into a residual, zero at initialisation."""
+    conv = nn.Conv2d(2 * channels, channels, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class FramePrototypicalAttention(nn.Module):
     """Aligns and aggregates a memory of past frames' features onto the current frame's."""
 
@@ -34,7 +47,7 @@ class FramePrototypicalAttention(nn.Module):
         super().__init__()
         self.key = nn.Conv2d(channels, key_channels, 3, padding=1)
         self.value = nn.Conv2d(channels, channels, 3, padding=1)
-        self.fuse = nn.Conv2d(2 * channels, channels, 1)
+        self.fuse = residual_fusion(channels)
         self.num_prototypes, self.em_iters = num_prototypes, em_iters
         self.temperature = float(temperature if temperature is not None else key_channels)
 
@@ -73,7 +86,7 @@ class FrameNonLocalAttention(nn.Module):
         super().__init__()
         self.key = nn.Conv2d(channels, key_channels, 3, padding=1)
         self.value = nn.Conv2d(channels, channels, 3, padding=1)
-        self.fuse = nn.Conv2d(2 * channels, channels, 1)
+        self.fuse = residual_fusion(channels)
         self.fused = fused
 
     def memory_entry(self, feature: Tensor) -> tuple[Tensor, Tensor]:
@@ -97,7 +110,7 @@ class FrameTransformerAttention(nn.Module):
     def __init__(self, channels: int, heads: int = 4, fused: bool = False) -> None:
         super().__init__()
         self.attention = MultiHeadAttention(channels, heads, fused)
-        self.fuse = nn.Conv2d(2 * channels, channels, 1)
+        self.fuse = residual_fusion(channels)
 
     def memory_entry(self, feature: Tensor) -> Tensor:
         """The frame's pixels as tokens [B, HW, C]."""
