@@ -125,6 +125,8 @@ def test_bad_input_is_an_input_error():
     with pytest.raises(InputError, match="divide"):
         ShapeConfig.from_dict({"channels": 10, "patch_sizes": [1, 2, 4]})
     assert ShapeConfig.from_dict({"layers": 8, "patch_sizes": [1, 2]}).patch_sizes == (1, 2)
+    with pytest.raises(InputError, match="crop_size"):
+        ShapeTraining.from_dict({"crop_size": 4})
 
 
 def test_convex_hull_baseline_contains_visible_and_fills_a_notch():

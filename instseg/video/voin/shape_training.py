@@ -104,6 +104,11 @@ class ShapeTraining:
             raise InputError(f"unknown shape-training parameters: {sorted(unknown)}", record="voin.shape_training")
         return cls(**values)
 
+    def __post_init__(self) -> None:
+        if self.iters < 1 or self.clips_per_batch < 1 or self.crop_size < 8 or self.context < 0 or self.val_clips < 1:
+            raise InputError("need iters, clips_per_batch, val_clips >= 1, crop_size >= 8 and context >= 0",
+                             record="voin.shape_training")
+
     def engine_config(self, seed: int) -> TrainConfig:
         """AdamW with a 10% warmup and one 10x decay at 70%: the plateau check reads both phases."""
         decay = int(0.7 * self.iters)
