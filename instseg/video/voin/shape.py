@@ -12,7 +12,9 @@ The parts, as the text lists them:
   layers merging the outputs from the k heads" of eq. 5.9), then a conv feed-forward block;
 * a frame-level **shape decoder** that upsamples back to the input size;
 * a learned **class embedding** multiplied by the visible mask (semantics and spatial prior),
-  concatenated with the decoder's features, and **fusion convs** producing the amodal logits.
+  concatenated with the decoder's features and the visible mask itself (so that keeping the
+  visible part needs no detour through the embedding), and **fusion convs** producing the amodal
+  logits.
 
 The text gives no loss for this module; :func:`shape_loss` is per-pixel BCE on the amodal mask
 (the usual mask loss), with an optional extra BCE term on the pixels outside the visible mask,
@@ -149,7 +151,7 @@ class ShapeCompletion(nn.Module):
         self.class_embedding = nn.Embedding(cfg.num_classes + 1, cfg.class_dim)
         fusion: list[nn.Module] = []
         for i in range(cfg.fusion_layers):
-            fusion += [_conv(d + cfg.class_dim if i == 0 else d, d), nn.ReLU()]
+            fusion += [_conv(d + cfg.class_dim + 1 if i == 0 else d, d), nn.ReLU()]
         self.fusion = nn.Sequential(*fusion, nn.Conv2d(d, 1, 1))
 
     @property
@@ -171,7 +173,7 @@ class ShapeCompletion(nn.Module):
             x = layer(x)
         shape = self.decoder(x.flatten(0, 1))  # (B T, d, H', W')
         semantics = self.class_embedding(labels).repeat_interleave(t, 0)[:, :, None, None] * vis
-        logits = self.fusion(torch.cat([shape, semantics], 1))
+        logits = self.fusion(torch.cat([shape, semantics, vis], 1))
         return logits.view(b, t, hh, ww)[:, :, :h, :w]
 
 
