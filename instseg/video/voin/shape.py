@@ -4,7 +4,8 @@ object over a clip, plus its class, in; amodal mask logits per frame out.
 The parts, as the text lists them:
 
 * a per-frame conv **encoder** (stride 4) of the visible mask and two coordinate channels (the
-  attention below is permutation-invariant, so position has to be in the features);
+  attention below is permutation-invariant, so position has to be in the features; there is no
+  temporal position code: to the attention a clip's frames are a set);
 * **transformer layers** whose heads each cut the feature maps of *all* frames into patches of
   their own size (STTN's multi-scale heads, which the text follows: patches of size ``r1 x r2``,
   ``T x H/r1 x W/r2`` of them per head) and attend across all of them with
