@@ -275,7 +275,8 @@ def predict_clips(model: ShapeCompletion, clips: Sequence[ShapeClip], setup: Sha
         chunk = list(clips[s:s + per_batch])
         data = crop_clips(chunk, setup.crop_size, setup.context)
         logits = model(data.visible.to(device), data.labels.to(device)).cpu()
-        out += [(paste_logits(lg, box, c.visible.shape[1:]) > 0).numpy() for lg, box, c in zip(logits, data.boxes, chunk)]
+        out += [(paste_logits(lg, box, c.visible.shape[1:]) > 0).numpy()
+                for lg, box, c in zip(logits, data.boxes, chunk)]
     model.train(was_training)
     return out
 
