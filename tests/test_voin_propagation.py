@@ -89,6 +89,15 @@ def test_background_colours_never_leak_into_the_object():
     # forward candidates land on background (unusable) -> only the backward pass fills, exactly
     assert np.array_equal(result.frames[hole], truth[hole])
     assert np.allclose(result.distance[hole], 1.0)
+    # sub-pixel: frame 0's hole on the object's left columns, flow half a pixel short, so column 0
+    # samples half background, half object: not filled (interpolation would mix the background in)
+    edge = _object_hole(range(0, 1), box=(0, 2, 3, 4))
+    fw_sub = fw.copy()
+    fw_sub[0][edge[0]] = (STEP[0] - 0.5, STEP[1])
+    result = propagate(np.where(edge[..., None], 0, truth).astype(np.uint8), edge, amodal, fw_sub, bw)
+    col0 = edge & (np.arange(W) == OBJ[0])[None, None, :]
+    assert col0.sum() == 4 and np.array_equal(result.unfilled, col0)
+    assert result.filled[edge & ~col0].all()
 
 
 def test_nearest_frame_first_and_ties_averaged():
