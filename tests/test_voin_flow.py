@@ -20,6 +20,7 @@ from instseg.video.voin.flow import (
     FlowCompletionConfig,
     FlowCompletionNet,
     FlowItems,
+    complete_flows,
     completion_losses,
     contour_smoothness_loss,
     evaluate_flow,
@@ -266,6 +267,11 @@ def test_short_engine_run_and_evaluation():
     assert result["pairs"] == 6
     assert all(np.isfinite(result[k]) for k in ("dis_epe_object", "dis_epe_occluded", "model_epe_object",
                                                    "model_epe_occluded"))
+    bare = FlowClip(val[0].sample, val[0].init)  # inference: no exact flow needed
+    done = complete_flows(run.model, bare)
+    assert done["forward"].shape == done["backward"].shape == val[0].init["forward"].shape
+    with pytest.raises(InputError, match="exact"):
+        evaluate_flow(run.model, [bare])
     with pytest.raises(InputError):
         FlowClip(val[0].sample, {"forward": val[0].init["forward"][:1], "backward": val[0].init["backward"]},
                  val[0].exact)

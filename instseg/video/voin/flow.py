@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from instseg.engine import InfiniteBatchSampler, TrainConfig, derive_seed
 from instseg.engine.plateau import PlateauCheck
-from instseg.engine.trainer import Trainer
+from instseg.engine.trainer import Trainer, to_device
 from instseg.engine.validation import ValidationLoss
 from instseg.errors import InputError
 from instseg.evaluation.inpainting import epe
@@ -298,15 +298,18 @@ class CompletionLoss:
 @dataclass
 class FlowClip:
     """A VOI sample with its flows: DIS on the corrupted frames (``init``) and the clean scene's
-    exact flow (``exact``), ``{"forward", "backward"}`` each (L-1, H, W, 2) (``flow_targets``)."""
+    exact flow (``exact``; None at inference), ``{"forward", "backward"}`` each (L-1, H, W, 2)
+    (``flow_targets``)."""
 
     sample: VoiSample
     init: dict[str, np.ndarray]
-    exact: dict[str, np.ndarray]
+    exact: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         n, h, w = self.sample.corrupted.shape[:3]
         for name, flows in (("init", self.init), ("exact", self.exact)):
+            if flows is None and name == "exact":
+                continue
             for d in ("forward", "backward"):
                 if d not in flows or flows[d].shape != (n - 1, h, w, 2):
                     raise InputError(f"{name}[{d!r}] must be {(n - 1, h, w, 2)}, got "
@@ -323,12 +326,12 @@ def flow_clip(sample: VoiSample, scenes: Mapping[int, dict[str, Any]], preset: i
     return FlowClip(sample, initial_flows(sample.corrupted, preset), sample_flows(sample, scenes))
 
 
-def _item_arrays(clip: FlowClip, k: int, direction: str, valid_px: float) -> dict[str, np.ndarray]:
-    """One flow item (k, direction) as channel-first float32 arrays."""
+def _item_arrays(clip: FlowClip, k: int, direction: str, valid_px: float, targets: bool = True
+                 ) -> dict[str, np.ndarray]:
+    """One flow item (k, direction) as channel-first float32 arrays; without ``targets`` only the
+    model's inputs (no clean frames, no exact flow: what inference has)."""
     s = clip.sample
     a, b = (k, k + 1) if direction == "forward" else (k + 1, k)
-    other = "backward" if direction == "forward" else "forward"
-    error, inside = consistency_error(clip.exact[direction][k], clip.exact[other][k])
 
     def frames(x: np.ndarray) -> np.ndarray:
         return np.concatenate([x[a], x[b]], -1).transpose(2, 0, 1).astype(np.float32) / 255.0
@@ -336,12 +339,17 @@ def _item_arrays(clip: FlowClip, k: int, direction: str, valid_px: float) -> dic
     def masks(x: np.ndarray) -> np.ndarray:
         return np.stack([x[a], x[b]]).astype(np.float32)
 
-    return {"frames": frames(s.corrupted), "clean": frames(s.clean),
-            "init": clip.init[direction][k].transpose(2, 0, 1).astype(np.float32),
-            "gt": clip.exact[direction][k].transpose(2, 0, 1).astype(np.float32),
-            "visible": masks(s.visible), "amodal": masks(s.amodal),
-            "occluded": s.occluded[a][None].astype(np.float32),
-            "warp_valid": (inside & (error < valid_px))[None].astype(np.float32)}
+    item = {"frames": frames(s.corrupted), "init": clip.init[direction][k].transpose(2, 0, 1).astype(np.float32),
+            "visible": masks(s.visible), "amodal": masks(s.amodal)}
+    if not targets:
+        return item
+    if clip.exact is None:
+        raise InputError("training items need the exact flow (FlowClip.exact)", record=clip.name)
+    other = "backward" if direction == "forward" else "forward"
+    error, inside = consistency_error(clip.exact[direction][k], clip.exact[other][k])
+    return dict(item, clean=frames(s.clean), gt=clip.exact[direction][k].transpose(2, 0, 1).astype(np.float32),
+                occluded=s.occluded[a][None].astype(np.float32),
+                warp_valid=(inside & (error < valid_px))[None].astype(np.float32))
 
 
 def _crop(item: dict[str, np.ndarray], size: int, centre: tuple[float, float]) -> dict[str, np.ndarray]:
@@ -362,10 +370,10 @@ class FlowItems:
     (centre = the amodal centroid of frame a, shifted by up to ``jitter`` px drawn from
     ``derive_seed(seed, iteration, n)``; ``iteration=None``: no shift)."""
 
-    def __init__(self, clips: Sequence[FlowClip], cfg: FlowCompletionConfig) -> None:
+    def __init__(self, clips: Sequence[FlowClip], cfg: FlowCompletionConfig, targets: bool = True) -> None:
         if not clips:
             raise InputError("no clips to draw flow items from")
-        self.clips, self.cfg = list(clips), cfg
+        self.clips, self.cfg, self.targets = list(clips), cfg, targets
         self.index = [(c, k, d) for c, clip in enumerate(self.clips) for k in range(clip.sample.length - 1)
                       for d in ("forward", "backward")]
 
@@ -374,7 +382,7 @@ class FlowItems:
 
     def item(self, i: int) -> dict[str, np.ndarray]:
         c, k, d = self.index[i]
-        return _item_arrays(self.clips[c], k, d, self.cfg.warp_valid_px)
+        return _item_arrays(self.clips[c], k, d, self.cfg.warp_valid_px, self.targets)
 
     def batch(self, indices: Sequence[int], iteration: int | None = None) -> dict[str, Tensor]:
         items = []
@@ -417,10 +425,11 @@ class FlowValidation(ValidationLoss):
     def measure(self) -> float:
         was_training = self.model.training
         self.model.eval()
+        device = self.device or next(self.model.parameters()).device
         total, count = 0.0, 0
         for batch in self.batches:
             size = len(batch["frames"])
-            total += float(sum(self.loss_fn(self.model, batch).values())) * size
+            total += float(sum(self.loss_fn(self.model, to_device(batch, device)).values())) * size
             count += size
         self.model.train(was_training)
         return total / max(count, 1)
@@ -467,13 +476,15 @@ def train_flow_completion(cfg: FlowCompletionConfig, train: Sequence[FlowClip], 
 
 @torch.no_grad()
 def complete_flows(model: FlowCompletionNet, clip: FlowClip, chunk: int = 8) -> dict[str, np.ndarray]:
-    """The generator's completed flow of a whole clip (full frames), both directions, (L-1, H, W, 2)."""
+    """The generator's completed flow of a whole clip (full frames; only the model's inputs are
+    read), both directions, (L-1, H, W, 2)."""
     model.eval()
-    items = FlowItems([clip], FlowCompletionConfig(crop=0))
+    device = next(model.parameters()).device
+    items = FlowItems([clip], FlowCompletionConfig(crop=0), targets=False)
     out: dict[str, list[np.ndarray]] = {"forward": [], "backward": []}
     for s in range(0, len(items), chunk):
         idx = list(range(s, min(s + chunk, len(items))))
-        flow = model(items.batch(idx))["flow"].numpy().transpose(0, 2, 3, 1)
+        flow = model(to_device(items.batch(idx), device))["flow"].cpu().numpy().transpose(0, 2, 3, 1)
         for i, f in zip(idx, flow):
             out[items.index[i][2]].append(f)
     return {d: np.stack(v) for d, v in out.items()}
@@ -486,6 +497,8 @@ def evaluate_flow(model: FlowCompletionNet | None, clips: Sequence[FlowClip]) ->
     alone (``dis_*``)."""
     if not clips:
         raise InputError("no clips to evaluate")
+    if any(c.exact is None for c in clips):
+        raise InputError("evaluation needs the exact flow of every clip")
     gt, dis, pred, amodal, occluded = [], [], [], [], []
     for clip in clips:
         done = complete_flows(model, clip) if model is not None else None
