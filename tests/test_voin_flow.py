@@ -135,8 +135,9 @@ def _batch(n: int = 2, h: int = 16, w: int = 16, seed: int = 0) -> dict[str, tor
             "warp_valid": torch.ones(n, 1, h, w)}
 
 
-def test_zero_residual_returns_the_initial_flow():
-    model = FlowCompletionNet(FlowCompletionConfig(base_channels=4, depth=2))
+@pytest.mark.parametrize("warped_input", [False, True])
+def test_zero_residual_returns_the_initial_flow(warped_input):
+    model = FlowCompletionNet(FlowCompletionConfig(base_channels=4, depth=2, warped_input=warped_input))
     batch = _batch(h=14, w=18)  # not a multiple of 2**depth: padded inside, cropped back
     with torch.no_grad():
         out = model(batch)

@@ -26,7 +26,9 @@ the distinct object motion boundaries". It gives no equation and no weight for a
   sharp there), and so do pairs outside the object (the text's smoothness is "within the complete
   object region"). First order as the text says ("gradients are small"), although the shapes'
   similarity motions give affine flow with gradients of ~0.06 per px under rotation.
-* weights: L1 1, gradient 1, Laplacian 1, warping 1 (images in [0, 1]), smoothness 0.1.
+* weights: L1 1, gradient 1, Laplacian 1, warping 1 (images in [0, 1]), smoothness 0.1;
+* ``warped_input`` (off by default, not in the text): three more input channels, frame b warped
+  back by Ō, so that the misalignment the initial flow leaves is visible to the convolutions.
 
 Training goes through the engine's :class:`Trainer` (AdamW, 10% warmup, one 10× decay at 70%,
 a validation loss on fixed held-out crops and the plateau check of both phases); batches are
@@ -76,6 +78,7 @@ class FlowCompletionConfig:
     w_warp: float = 1.0
     w_smooth: float = 0.1
     lap_levels: int = 3
+    warped_input: bool = False  # ours, beyond the text: also frame b warped back by Ō (FlowNet2-style)
     warp_valid_px: float = 1.0
     iters: int = 300
     batch_size: int = 8
@@ -125,9 +128,9 @@ class FlowCompletionNet(nn.Module):
 
     def __init__(self, cfg: FlowCompletionConfig = FlowCompletionConfig()) -> None:
         super().__init__()
-        self.flow_scale, self.depth = cfg.flow_scale, cfg.depth
+        self.flow_scale, self.depth, self.warped_input = cfg.flow_scale, cfg.depth, cfg.warped_input
         widths = [cfg.base_channels * 2 ** i for i in range(cfg.depth + 1)]
-        self.enc = nn.ModuleList([_block(IN_CHANNELS, widths[0])] +
+        self.enc = nn.ModuleList([_block(IN_CHANNELS + 3 * cfg.warped_input, widths[0])] +
                                  [_block(widths[i], widths[i + 1]) for i in range(cfg.depth)])
         self.dec = nn.ModuleList([_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(cfg.depth))])
         self.head = nn.Conv2d(widths[0], 2, 3, padding=1)
@@ -136,7 +139,7 @@ class FlowCompletionNet(nn.Module):
             self.head.bias.zero_()
 
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        x = model_input(batch, self.flow_scale)
+        x = model_input(batch, self.flow_scale, self.warped_input)
         h, w = x.shape[-2:]
         m = 2 ** self.depth
         pad = (0, (-w) % m, 0, (-h) % m)
@@ -154,8 +157,9 @@ class FlowCompletionNet(nn.Module):
         return {"flow": batch["init"] + residual, "residual": residual}
 
 
-def model_input(batch: Mapping[str, Tensor], flow_scale: float) -> Tensor:
-    """The 12 input channels of a batch dict (shapes checked: a mismatch is an InputError)."""
+def model_input(batch: Mapping[str, Tensor], flow_scale: float, warped_input: bool = False) -> Tensor:
+    """The 12 input channels of a batch dict (shapes checked: a mismatch is an InputError); with
+    ``warped_input`` 3 more: frame b sampled at x + Ō(x), so the misalignment Ō leaves is in view."""
     want = {"frames": 6, "init": 2, "visible": 2, "amodal": 2}
     missing = [k for k in want if k not in batch]
     if missing:
@@ -167,8 +171,11 @@ def model_input(batch: Mapping[str, Tensor], flow_scale: float) -> Tensor:
         shape = tuple(batch[k].shape)
         if shape != (ref.shape[0], c, *ref.shape[2:]):
             raise InputError(f"{k} must be {(ref.shape[0], c, *ref.shape[2:])}, got {shape}")
-    return torch.cat([batch["frames"].float(), batch["init"].float() / flow_scale, batch["visible"].float(),
-                      batch["amodal"].float()], 1)
+    parts = [batch["frames"].float(), batch["init"].float() / flow_scale, batch["visible"].float(),
+             batch["amodal"].float()]
+    if warped_input:
+        parts.append(warp(batch["frames"][:, 3:].float(), batch["init"].float())[0])
+    return torch.cat(parts, 1)
 
 
 # ---------------------------------------------------------------------------------------- losses
@@ -466,7 +473,8 @@ def train_flow_completion(cfg: FlowCompletionConfig, train: Sequence[FlowClip], 
     start = time.perf_counter()
     summary = Trainer(model, None, engine, out_dir, loss_fn=loss_fn, callbacks=[validation], device=device,
                       batches=ItemBatches(train_items, cfg.batch_size, cfg.seed),
-                      run_settings={k: getattr(cfg, k) for k in ("base_channels", "depth", "flow_scale")}
+                      run_settings={k: getattr(cfg, k) for k in ("base_channels", "depth", "flow_scale",
+                                                                 "warped_input")}
                       ).train(resume=resume)
     model.eval()
     return FlowRun(model, time.perf_counter() - start,
