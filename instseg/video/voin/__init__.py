@@ -1,2 +1,6 @@
 """VOIN (section 5.4): occlusion-aware video object inpainting, a chapter of its own so that its code
-never makes notebooks 04-06 stale (their DVC deps list the video subpackages they run)."""
+never makes notebooks 04-06 stale (their DVC deps list the video subpackages they run).
+
+``data``: VOI samples; ``flow_targets``: a sample's exact clean-scene flow and DIS initial flow;
+``flow``: the residual U-Net flow completion (5.4.2), its losses, training and EPE evaluation;
+``propagation``: the forward-backward check and amodal-only flow-guided propagation (5.4.3)."""
