@@ -155,7 +155,7 @@ def test_totals_by_hand():
     d = discriminator_loss(real_scores, fake_scores, logits, logits, labels, w)
     assert float(d["tpatch"]) == pytest.approx(0.5 + 1.5)
     assert float(d["total"]) == pytest.approx(1.5 * 2.0 + 0.25 * 2 * math.log(3))
-    with pytest.raises(InputError, match="unknown loss weights"):
+    with pytest.raises(InputError, match="unknown keys"):
         LossWeights.from_dict({"hol": 1.0})
 
 

@@ -186,6 +186,6 @@ def test_generator_bad_size_and_config():
         g(**clip(1, 2, 10, 8))
     with pytest.raises(InputError, match="propagated"):
         g(**clip(1, 2, 8, 8), propagated=torch.zeros(1, 3, 2, 8, 8))
-    with pytest.raises(InputError, match="unknown generator parameters"):
+    with pytest.raises(InputError, match="unknown keys"):
         GeneratorConfig.from_dict({"chanels": 8})
     assert GeneratorConfig.from_dict({"dilations": [1, 2]}).dilations == (1, 2)

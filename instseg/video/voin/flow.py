@@ -41,7 +41,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -58,6 +58,7 @@ from instseg.errors import InputError
 from instseg.evaluation.inpainting import epe
 from instseg.video.voin.data.samples import VoiSample
 from instseg.video.voin.flow_targets import DIS_PRESET, initial_flows, sample_flows
+from instseg.video.voin.params import voin_config
 from instseg.video.voin.propagation import consistency_error
 
 IN_CHANNELS = 12  # frames a, b (3 + 3), initial flow (2), visible a, b (2), amodal a, b (2)
@@ -90,13 +91,7 @@ class FlowCompletionConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> FlowCompletionConfig:
-        """Checked construction from a params dict (unknown keys are an error, not a silent default)."""
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"unknown flow-completion parameters: {sorted(unknown)}", record="voin.flow")
-        cfg = cls(**values)
-        cfg.check()
-        return cfg
+        return voin_config(cls, values, "voin.flow")
 
     def check(self) -> None:
         if self.base_channels < 1 or self.depth < 1 or self.flow_scale <= 0 or self.lap_levels < 1:

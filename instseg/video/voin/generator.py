@@ -25,7 +25,7 @@ mix frames and break the exact temporal receptive field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from instseg.errors import InputError
+from instseg.video.voin.params import voin_config
 from instseg.video.voin.tsm import ACTIVATIONS, GatedTSMConv, frame_conv
 
 FRAME_CHANNELS = 3
@@ -56,13 +57,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "GeneratorConfig":
-        """Checked construction from a parameter dict (lists become tuples)."""
-        unknown = set(params) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"unknown generator parameters: {sorted(unknown)}", record="voin.generator")
-        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
-        cfg.check()
-        return cfg
+        return voin_config(cls, params, "voin.generator")
 
     def check(self) -> None:
         if self.channels < 4 or self.temporal_range < 1 or self.stage_blocks < 0 or self.mask_hidden < 1:

@@ -12,7 +12,7 @@ a real object of that class), weighted 0.01 like the other adversarial term (our
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from instseg.errors import InputError
+from instseg.video.voin.params import voin_config
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,7 @@ class LossWeights:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "LossWeights":
-        unknown = set(params) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"unknown loss weights: {sorted(unknown)}", record="voin.losses")
-        return cls(**params)
+        return voin_config(cls, params, "voin.losses")
 
 
 def masked_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ where all the completion happens (off by default: the text names no such term).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from instseg.errors import InputError
+from instseg.video.voin.params import voin_config
 
 STRIDE = 4  # the encoder's downsampling; patch sizes are in feature cells (x STRIDE pixels)
 
@@ -51,13 +52,7 @@ class ShapeConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> ShapeConfig:
-        """Checked construction from a parameter dict (lists become tuples); unknown keys are an error."""
-        unknown = set(params) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"unknown shape-completion parameters: {sorted(unknown)}", record="voin.shape")
-        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
-        cfg.check()
-        return cfg
+        return voin_config(cls, params, "voin.shape")
 
     def check(self) -> None:
         if not self.patch_sizes or any(int(p) < 1 for p in self.patch_sizes):

@@ -18,7 +18,7 @@ import functools
 import itertools
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from instseg.engine.trainer import Trainer
 from instseg.engine.validation import ValidationLoss
 from instseg.errors import InputError
 from instseg.video.voin.data import VoiSample, iter_samples
+from instseg.video.voin.params import voin_config
 from instseg.video.voin.shape import ShapeCompletion, ShapeConfig, shape_loss
 from instseg.video.voin.shape_baselines import BASELINES
 from instseg.video.voin.shape_metrics import pool_scores, shape_scores
@@ -99,10 +100,7 @@ class ShapeTraining:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ShapeTraining:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"unknown shape-training parameters: {sorted(unknown)}", record="voin.shape_training")
-        return cls(**values)
+        return voin_config(cls, values, "voin.shape_training")
 
     def __post_init__(self) -> None:
         if self.iters < 1 or self.clips_per_batch < 1 or self.crop_size < 8 or self.context < 0 or self.val_clips < 1:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from instseg.errors import InputError
+from instseg.video.voin.params import voin_config
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,7 @@ class VoiConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "VoiConfig":
-        """Checked construction from a parameter dict (lists become tuples)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise InputError(f"unknown VOI parameters: {sorted(unknown)}", record="voi")
-        cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
-        cfg.check()
-        return cfg
+        return voin_config(cls, params, "voi")
 
     def check(self) -> None:
         if self.clip_length < 2 or self.clip_stride < 1:
