@@ -33,7 +33,7 @@ from instseg.errors import InputError
 from instseg.video.voin.edge_flow import CANNY_HIGH, CANNY_LOW, CANNY_SIGMA, edge_guided_flows
 from instseg.video.voin.flow_targets import DIRECTIONS
 from instseg.video.voin.params import voin_config
-from instseg.video.voin.propagation import CONSISTENCY_PX, check_propagation_inputs, propagate
+from instseg.video.voin.propagation import CONSISTENCY_PX, check_propagation_inputs, filled_share, propagate
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,7 @@ class Completion:
     @property
     def propagated_fraction(self) -> float:
         """The share of the hole filled by propagation (NaN without a hole)."""
-        total = int(self.propagated.sum() + self.inpainted.sum())
-        return float(self.propagated.sum() / total) if total else float("nan")
+        return filled_share(self.propagated, self.inpainted)
 
 
 def check_sample_inputs(frames: np.ndarray, visible: np.ndarray, occluded: np.ndarray, amodal: np.ndarray,

@@ -62,8 +62,13 @@ class Propagation:
 
     @property
     def fill_rate(self) -> float:
-        total = int(self.filled.sum() + self.unfilled.sum())
-        return float(self.filled.sum() / total) if total else float("nan")
+        return filled_share(self.filled, self.unfilled)
+
+
+def filled_share(filled: np.ndarray, rest: np.ndarray) -> float:
+    """|filled| / |filled ∪ rest| of two disjoint masks (NaN when both are empty)."""
+    total = int(filled.sum() + rest.sum())
+    return float(filled.sum() / total) if total else float("nan")
 
 
 def check_propagation_inputs(frames: np.ndarray, hole: np.ndarray, amodal: np.ndarray, forward: np.ndarray,
