@@ -3,4 +3,7 @@ never makes notebooks 04-06 stale (their DVC deps list the video subpackages the
 
 ``data``: VOI samples; ``flow_targets``: a sample's exact clean-scene flow and DIS initial flow;
 ``flow``: the residual U-Net flow completion (5.4.2), its losses, training and EPE evaluation;
-``propagation``: the forward-backward check and amodal-only flow-guided propagation (5.4.3)."""
+``propagation``: the forward-backward check and amodal-only flow-guided propagation (5.4.3);
+``clip_inputs``: the input layout every learned inpainter reads. Table 5.8's baselines: ``sttn``
+(STTN-like, no flow), ``classical`` (DFVI-like, FGVC-like with ``edge_flow``'s edge-guided flow
+completion, TELEA alone) scored by ``baseline_eval``."""

@@ -33,11 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from instseg.errors import InputError
+from instseg.video.voin.clip_inputs import (FRAME_CHANNELS, MASK_NAMES, check_clip_inputs, inpainting_output,
+                                            masked_input)
 from instseg.video.voin.params import voin_config
 from instseg.video.voin.tsm import ACTIVATIONS, GatedTSMConv, frame_conv
-
-FRAME_CHANNELS = 3
-MASK_NAMES = ("visible", "occluded", "amodal")
 
 
 @dataclass(frozen=True)
@@ -173,34 +172,13 @@ class OcclusionAwareGenerator(nn.Module):
         return sum(p.numel() for m in self.modules() if isinstance(m, MaskFusion) for p in m.parameters())
 
     def check_inputs(self, frames: Tensor, masks: dict[str, Tensor], propagated: Tensor | None) -> None:
-        """InputError naming the first input whose shape does not fit the clip."""
-        if frames.dim() != 5 or frames.shape[1] != FRAME_CHANNELS:
-            raise InputError(f"frames must be [B, 3, T, H, W], got shape {tuple(frames.shape)}")
-        b, _, t, h, w = frames.shape
-        if h % 4 or w % 4:
-            raise InputError(f"frame height and width must be multiples of 4, got {h}x{w}")
-        for name, m in masks.items():
-            if m.dim() != 5 or m.shape[1] != 1:
-                raise InputError(f"{name} mask must be [B, 1, T, H, W], got shape {tuple(m.shape)}")
-            for axis, label in ((0, "B"), (2, "T"), (3, "H"), (4, "W")):
-                if m.shape[axis] != frames.shape[axis]:
-                    raise InputError(f"{name} mask has {label}={m.shape[axis]} but frames have "
-                                     f"{label}={frames.shape[axis]}")
-        if self.cfg.use_propagated and propagated is None:
-            raise InputError("this generator reads flow-propagated frames (use_propagated): pass propagated")
-        if not self.cfg.use_propagated and propagated is not None:
-            raise InputError("propagated frames given to a generator built without use_propagated")
-        if propagated is not None and tuple(propagated.shape) != tuple(frames.shape):
-            raise InputError(f"propagated frames have shape {tuple(propagated.shape)}, frames "
-                             f"{tuple(frames.shape)}")
+        """InputError naming the first input whose shape does not fit the clip (:func:`check_clip_inputs`)."""
+        check_clip_inputs(frames, masks, propagated, self.cfg.use_propagated)
 
     def forward(self, frames: Tensor, visible: Tensor, occluded: Tensor, amodal: Tensor,
                 propagated: Tensor | None = None) -> dict[str, Tensor]:
         self.check_inputs(frames, {"visible": visible, "occluded": occluded, "amodal": amodal}, propagated)
-        visible, occluded, amodal = (m.to(frames.dtype) for m in (visible, occluded, amodal))  # bool masks too
-        known = frames * (1 - occluded)
-        parts = [known] + ([propagated * occluded] if propagated is not None else []) + [visible, occluded, amodal]
-        x = torch.cat(parts, dim=1)
+        x, known, occluded, amodal = masked_input(frames, visible, occluded, amodal, propagated)
         gate_masks = torch.cat([occluded, amodal], dim=1)  # the two masks f̄ fuses
         for layer in self.encoder:
             x = layer(x, gate_masks)
@@ -210,5 +188,4 @@ class OcclusionAwareGenerator(nn.Module):
         for block in self.decoder_blocks:
             x = block(x, gate_masks)
         x = self.up_full(_up(x), gate_masks)
-        raw = torch.tanh(self.to_rgb(x))
-        return {"raw": raw, "inpainted": known + raw * occluded}
+        return inpainting_output(torch.tanh(self.to_rgb(x)), known, occluded)

@@ -62,12 +62,19 @@ class Propagation:
 
     @property
     def fill_rate(self) -> float:
-        total = int(self.filled.sum() + self.unfilled.sum())
-        return float(self.filled.sum() / total) if total else float("nan")
+        return filled_share(self.filled, self.unfilled)
 
 
-def _check(frames: np.ndarray, hole: np.ndarray, amodal: np.ndarray, forward: np.ndarray, backward: np.ndarray,
-           record: str | None) -> None:
+def filled_share(filled: np.ndarray, rest: np.ndarray) -> float:
+    """|filled| / |filled ∪ rest| of two disjoint masks (NaN when both are empty)."""
+    total = int(filled.sum() + rest.sum())
+    return float(filled.sum() / total) if total else float("nan")
+
+
+def check_propagation_inputs(frames: np.ndarray, hole: np.ndarray, amodal: np.ndarray, forward: np.ndarray,
+                             backward: np.ndarray, record: str | None = None) -> None:
+    """InputError unless frames are (L, H, W, 3), hole and amodal bool (L, H, W) and both flows
+    finite (L-1, H, W, 2); ``record`` names the sample."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 1:
         raise InputError(f"frames must be (L, H, W, 3), got {frames.shape}", record=record)
     n, h, w = frames.shape[:3]
@@ -111,7 +118,7 @@ def propagate(frames: np.ndarray, hole: np.ndarray, amodal: np.ndarray, forward:
     sample in errors."""
     frames, hole, amodal = np.asarray(frames), np.asarray(hole), np.asarray(amodal)
     forward, backward = np.asarray(forward), np.asarray(backward)
-    _check(frames, hole, amodal, forward, backward, record)
+    check_propagation_inputs(frames, hole, amodal, forward, backward, record)
     n = len(frames)
     target = hole & amodal
     usable = amodal & ~hole
