@@ -28,6 +28,15 @@ TINY = GeneratorConfig(channels=4, stage_blocks=0, dilations=(1,), mask_hidden=2
 K = 3  # classes
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: threads only contend (45 s against 5 s on the shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _setup(**kw) -> InpaintTraining:
     base = dict(iters=4, batch_size=2, clip_frames=3, crop_size=16, context=0.1, tpatch_channels=(4, 4, 8, 8, 8, 8),
                 multiclass_channels=(4, 4, 8, 8, 8), val_clips=2, val_points=2, checkpoint_every=2, lr=1e-3,

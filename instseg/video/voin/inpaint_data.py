@@ -50,7 +50,7 @@ FlowSource = Callable[[VoiSample], Mapping[str, np.ndarray]]
 class CropSettings:
     """Crop size (px, a multiple of 4 for the generator) and margin (fraction of the box's larger side)."""
 
-    size: int = 48
+    size: int = 32
     context: float = 0.1
 
     @classmethod

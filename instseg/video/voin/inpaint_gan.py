@@ -94,21 +94,27 @@ def _plain(x: Any) -> Any:
 @dataclass(frozen=True)
 class InpaintTraining:
     """One training's settings (params.yaml ``voin.inpaint.training``; defaults: the cpu scale):
-    schedule, optimizer, discriminator widths, and the data side (crops, clips, validation)."""
+    schedule, optimizer, discriminator widths, and the data side (crops, clips, validation).
 
-    iters: int = 300
-    lr: float = 1e-3
+    The cpu defaults fit ~2 minutes on one thread (0.11 s a step for the ``voin`` row with an
+    8-channel generator, on a shared 2-core machine) and do NOT pass the plateau check: the hole
+    L1 still fell 4.8% over the last 20% (1.8% over the tail before the decay) at 1,000 steps,
+    and 2.7% (12%) at 2,000. They are what learns most in that time: 32 px crops beat 48 px ones
+    at equal time (hole PSNR 14.9 against 14.1 dB; cv2 TELEA 14.1)."""
+
+    iters: int = 1000
+    lr: float = 6e-3
     betas: tuple[float, float] = (0.5, 0.999)
     warmup: float = 0.1  # fraction of iters, linear from lr / 1000
-    decay_at: float = 0.7  # fraction of iters: one decay by gamma (0 or 1: none)
+    decay_at: float = 0.6  # fraction of iters: one decay by gamma (0 or 1: none)
     gamma: float = 0.1
     grad_clip: float | None = None  # max gradient norm of each network
     tpatch_channels: tuple[int, ...] = (8, 16, 32, 32, 32, 32)
     multiclass_channels: tuple[int, ...] = (8, 16, 32, 32, 32)
-    checkpoint_every: int = 100
+    checkpoint_every: int = 250
     batch_size: int = 4  # clips per iteration
-    clip_frames: int = 6  # a random temporal window of each training clip
-    crop_size: int = 48
+    clip_frames: int = 5  # a random temporal window of each training clip
+    crop_size: int = 32
     context: float = 0.1
     augment: bool = True  # random flips, transpose and time reversal
     val_clips: int = 16
