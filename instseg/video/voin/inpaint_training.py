@@ -40,7 +40,7 @@ from instseg.video.voin.generator import GeneratorConfig
 from instseg.video.voin.inpaint_data import (CropSettings, InpaintCrop, PropagationCache, clip_tensors, crop_box,
                                              crop_sample, from_unit, sample_name)
 from instseg.video.voin.inpaint_gan import (Callback, GeneratorFactory, InpaintRow, InpaintTraining, build_models,
-                                            generate, train_gan, voin_generator)
+                                            train_gan, voin_generator)
 from instseg.video.voin.losses import LossWeights, masked_l1
 from instseg.video.voin.shape_training import track_categories
 
