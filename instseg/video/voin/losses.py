@@ -89,25 +89,46 @@ def multiclass_g_loss(fake_logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(fake_logits.float(), labels)
 
 
-def generator_loss(pred: Tensor, target: Tensor, hole: Tensor, tpatch_fake: Tensor, multiclass_fake: Tensor,
-                   labels: Tensor, weights: LossWeights | None = None) -> dict[str, Tensor]:
+def generator_loss(pred: Tensor, target: Tensor, hole: Tensor, tpatch_fake: Tensor | None = None,
+                   multiclass_fake: Tensor | None = None, labels: Tensor | None = None,
+                   weights: LossWeights | None = None) -> dict[str, Tensor]:
     """Every generator term and their weighted "total". ``pred`` is the generator's raw clip (the L1
-    terms), the scores and logits are the discriminators' on the inpainted (composited) clip."""
+    terms), the scores and logits are the discriminators' on the inpainted (composited) clip; a
+    discriminator a model is trained without (None) contributes no term (LGTSM has no multi-class one)."""
     w = weights or LossWeights()
     terms = reconstruction_losses(pred, target, hole)
-    terms["adversarial"] = hinge_g_loss(tpatch_fake)
-    terms["multiclass"] = multiclass_g_loss(multiclass_fake, labels)
-    terms["total"] = (w.hole * terms["hole"] + w.valid * terms["valid"] + w.adversarial * terms["adversarial"]
-                      + w.multiclass * terms["multiclass"])
+    total = w.hole * terms["hole"] + w.valid * terms["valid"]
+    if tpatch_fake is not None:
+        terms["adversarial"] = hinge_g_loss(tpatch_fake)
+        total = total + w.adversarial * terms["adversarial"]
+    if multiclass_fake is not None:
+        if labels is None:
+            raise InputError("the multi-class term needs the clips' labels")
+        terms["multiclass"] = multiclass_g_loss(multiclass_fake, labels)
+        total = total + w.multiclass * terms["multiclass"]
+    terms["total"] = total
     return terms
 
 
-def discriminator_loss(tpatch_real: Tensor, tpatch_fake: Tensor, multiclass_real: Tensor,
-                       multiclass_fake: Tensor, labels: Tensor, weights: LossWeights | None = None
-                       ) -> dict[str, Tensor]:
-    """Both discriminators' terms and their weighted "total" (fake inputs computed on a detached clip)."""
+def discriminator_loss(tpatch_real: Tensor | None, tpatch_fake: Tensor | None, multiclass_real: Tensor | None,
+                       multiclass_fake: Tensor | None, labels: Tensor | None = None,
+                       weights: LossWeights | None = None) -> dict[str, Tensor]:
+    """Both discriminators' terms and their weighted "total" (fake inputs computed on a detached clip);
+    a discriminator given as None (real and fake) has no term. At least one must be given."""
     w = weights or LossWeights()
-    terms = {"tpatch": hinge_d_loss(tpatch_real, tpatch_fake),
-             "multiclass": multiclass_d_loss(multiclass_real, multiclass_fake, labels)}
-    terms["total"] = w.d_tpatch * terms["tpatch"] + w.d_multiclass * terms["multiclass"]
+    terms: dict[str, Tensor] = {}
+    parts = []
+    if (tpatch_real is None) != (tpatch_fake is None) or (multiclass_real is None) != (multiclass_fake is None):
+        raise InputError("give a discriminator's real and fake outputs together, or neither")
+    if tpatch_real is not None:
+        terms["tpatch"] = hinge_d_loss(tpatch_real, tpatch_fake)
+        parts.append(w.d_tpatch * terms["tpatch"])
+    if multiclass_real is not None:
+        if labels is None:
+            raise InputError("the multi-class term needs the clips' labels")
+        terms["multiclass"] = multiclass_d_loss(multiclass_real, multiclass_fake, labels)
+        parts.append(w.d_multiclass * terms["multiclass"])
+    if not parts:
+        raise InputError("no discriminator output given")
+    terms["total"] = sum(parts[1:], parts[0])
     return terms
