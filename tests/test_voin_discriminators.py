@@ -38,10 +38,13 @@ def test_tpatchgan_layers():
 
 
 def test_spectral_norm_bounds_each_conv():
+    torch.manual_seed(0)
     d = TPatchGAN(channels=SMALL)
     d.train()
     for conv in d.convs:
-        for _ in range(30):  # power iterations run on each weight access in training mode
+        # power iterations run on each weight access in training mode; 30 left sigma off by > 1e-2 for
+        # about a quarter of the seeds, 200 for none of 60
+        for _ in range(200):
             w = conv.weight
         sigma = torch.linalg.matrix_norm(w.detach().reshape(w.shape[0], -1), ord=2)
         assert abs(float(sigma) - 1) < 1e-2
