@@ -11,6 +11,17 @@ same for every variant, the no-memory one included.
 Why the instance EM runs on L2-normalised ROI features with temperature 0.1: there the GMM
 responsibilities of eq. 5.3 are softmax(20 x.mu) up to a per-pixel constant, the released code's
 E-step, and the scale does not depend on the detector's feature magnitudes.
+
+Why the refined mask is a residual over the detector's coarse logits (the released head predicts
+it from scratch): PCAN is the tracking baseline plus both modules, so at initialisation it should
+segment as the baseline does; a head learning the whole mask anew had not caught up with the
+detector's own masks after 1,000 clip iterations at ``cpu`` (its validation BCE stayed above the
+coarse masks' 0.395), so every comparison of prototype settings read an undertrained head.
+
+Why the instance EM back-propagates through its last iteration only (``instance_em_grad_iters``):
+the EM is half of a training step's forward and more of its backward at ``cpu``; truncating it as
+EMANet does leaves the values unchanged and made a step 1.2x faster (the gradient still reaches
+the frame module through the last M-step).
 """
 
 from __future__ import annotations
@@ -57,6 +68,7 @@ class PCANConfig:
     fg_prototypes: int = 10
     bg_prototypes: int = 10
     instance_em_iters: int = 6
+    instance_em_grad_iters: int | None = 1  # iterations differentiated (None: all); see the module docstring
     momentum: float = 0.2  # eq. 5.8's update rate; 1: the current frame's prototypes, 0: the initial ones
     refine: str = "temporal"
     refine_channels: int = 32
@@ -77,6 +89,8 @@ class PCANConfig:
             problems.append("memory_length must be >= 1 and momentum in [0, 1]")
         if min(self.fg_prototypes, self.bg_prototypes, self.num_prototypes) < 0:
             problems.append("prototype numbers must be >= 0")
+        if self.instance_em_grad_iters is not None and self.instance_em_grad_iters < 0:
+            problems.append("instance_em_grad_iters must be >= 0 or null (every iteration)")
         if problems:
             raise InputError("; ".join(problems), record="pcan.model")
 
@@ -170,20 +184,23 @@ class PCAN(nn.Module):
         """Foreground/background prototypes of each ROI by masked EM inside/outside its coarse mask."""
         c = self.config
         return instance_prototypes(F.normalize(roi_features, dim=1), _coarse14(coarse_logits).sigmoid(),
-                                   c.fg_prototypes, c.bg_prototypes, c.instance_em_iters, INSTANCE_TEMPERATURE, init)
+                                   c.fg_prototypes, c.bg_prototypes, c.instance_em_iters, INSTANCE_TEMPERATURE, init,
+                                   grad_iters=c.instance_em_grad_iters)
 
     def maps(self, roi_features: Tensor, prototypes: tuple[Tensor, Tensor]) -> Tensor:
         """[R, 2, 14, 14] foreground/background attention maps of the ROIs onto ``prototypes``."""
         return attention_maps(F.normalize(roi_features, dim=1), prototypes[0], prototypes[1], INSTANCE_TEMPERATURE)
 
     def refine(self, roi_features: Tensor, maps: Tensor, coarse_logits: Tensor) -> dict[str, Tensor]:
-        """The temporal segmentation head: logits [R, 1, 28, 28] under "mask" (and the bilayer
-        head's occluder outputs in training)."""
+        """The temporal segmentation head: logits [R, 1, 28, 28] under "mask", the head's output
+        added to the detector's coarse logits (and the bilayer head's occluder outputs in training)."""
         coarse = _coarse14(coarse_logits)
         if self.config.refine == "temporal":
-            return {"mask": self.refine_head(roi_features, maps, coarse)[:, None]}
-        x = F.relu(self.refine_input(torch.cat([roi_features, maps, coarse[:, None]], dim=1)))
-        return self.refine_head(x)
+            outputs = {"mask": self.refine_head(roi_features, maps, coarse)[:, None]}
+        else:
+            x = F.relu(self.refine_input(torch.cat([roi_features, maps, coarse[:, None]], dim=1)))
+            outputs = dict(self.refine_head(x))
+        return outputs | {"mask": outputs["mask"] + coarse_logits.float()[:, None]}
 
     def refine_loss(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """BCE terms of the refine head's outputs (BCNet's weights for the bilayer head)."""

@@ -44,6 +44,7 @@ class PCANTraining:
     clips_per_batch: int = 4
     max_gap: int = 3
     lr: float = 2e-3
+    decay_at: float = 0.7  # the one 10x decay, as a fraction of iters
     val_clips: int = 32
     # Start the embedding head from notebook 04's trained QDTrack-style head of the same seed: PCAN
     # is that baseline plus both modules, and the head then needs no relearning from scratch.
@@ -54,13 +55,15 @@ class PCANTraining:
         return config_from_dict(cls, values, "pcan.training")
 
     def engine_config(self, seed: int) -> TrainConfig:
-        return schedule(self.iters, self.lr, self.clips_per_batch, seed)
+        return schedule(self.iters, self.lr, self.clips_per_batch, seed, self.decay_at)
 
 
-def schedule(iters: int, lr: float, batch_size: int, seed: int) -> TrainConfig:
-    """PCAN's engine config: AdamW, 10% warmup, one 10x decay at 70% (the plateau check reads both
-    phases), gradients clipped at norm 10."""
-    decay = int(0.7 * iters)
+def schedule(iters: int, lr: float, batch_size: int, seed: int, decay_at: float = 0.7) -> TrainConfig:
+    """PCAN's engine config: AdamW, 10% warmup, one 10x decay at ``decay_at`` of the iterations (the
+    plateau check reads both phases), gradients clipped at norm 10."""
+    if not 0 < decay_at <= 1:
+        raise InputError(f"decay_at must lie in (0, 1], got {decay_at}", record="pcan.training.decay_at")
+    decay = int(decay_at * iters)
     return TrainConfig(max_iters=iters, optimizer="adamw", lr=lr, batch_size=batch_size,
                        warmup_iters=max(1, iters // 10), lr_steps=(decay,) if decay else (), seed=seed, grad_clip=10.0)
 
