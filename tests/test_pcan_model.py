@@ -228,3 +228,22 @@ def test_decay_position_is_a_setting_and_checked() -> None:
     assert PCANTraining(iters=500, decay_at=0.6).engine_config(0).lr_steps == (300,)
     with pytest.raises(InputError, match="decay_at"):
         PCANTraining(iters=500, decay_at=1.5).engine_config(0)
+
+
+def test_at_initialisation_pcan_embeds_as_the_baseline_head_does(video: CachedVideo) -> None:
+    """The frame module starts as the identity, so the embedding head reads exactly the baseline's
+    input: the detector's 7x7 pooler on the raw maps (torchvision's MultiScaleRoIAlign)."""
+    from torchvision.ops import MultiScaleRoIAlign
+    torch.manual_seed(0)
+    model = PCAN(PCANConfig(memory_length=3, **SMALL), C).eval()
+    frame = video.frames[3]
+    levels = {k: v[None].float() for k, v in frame.levels.items()}
+    memory = [model.memory_entry({k: v[None].float() for k, v in video.frames[t].levels.items()}) for t in (1, 2)]
+    enhanced = model.enhance(levels, memory)
+    rois = model.pool(enhanced, [frame.rois], (64, 64), (64, 64))
+    base = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=2)(levels, [frame.rois], [(64, 64)])
+    torch.testing.assert_close(model.embed(levels, rois, [frame.rois], (64, 64), (64, 64)), model.embed_head(base))
+    moved = _fusion_moved(model)  # after training the memory changes the embeddings
+    enhanced = moved.enhance(levels, memory)
+    rois = moved.pool(enhanced, [frame.rois], (64, 64), (64, 64))
+    assert not torch.allclose(moved.embed(levels, rois, [frame.rois], (64, 64), (64, 64)), model.embed_head(base))

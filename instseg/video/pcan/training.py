@@ -104,20 +104,20 @@ def _levels(frames: Sequence[tuple[CachedVideo, int]], device: torch.device) -> 
 
 
 def enhanced_frames(model: PCAN, frames: Sequence[tuple[CachedVideo, int]], device: torch.device
-                    ) -> dict[str, Tensor]:
-    """The maps of ``frames`` (each with a full memory before it), batched, each enhanced with its
-    own memory; every memory frame is encoded once."""
+                    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The maps of ``frames`` (each with a full memory before it), batched: (raw, enhanced, each
+    with its own memory); every memory frame is encoded once."""
     span = model.config.memory_length - 1
     current = _levels(frames, device)
     if not span:
-        return model.enhance(current, [])
+        return current, model.enhance(current, [])
     needed = sorted({(id(video), m) for video, t in frames for m in range(t - span, t)})
     row = {key: i for i, key in enumerate(needed)}
     videos = {id(video): video for video, _ in frames}
     batched = model.memory_entry(_levels([(videos[v], m) for v, m in needed], device))
     memory = [_take(batched, torch.tensor([row[(id(video), t - span + j)] for video, t in frames], device=device))
               for j in range(span)]
-    return model.enhance(current, memory)
+    return current, model.enhance(current, memory)
 
 
 def clips_loss(model: PCAN, batch: Sequence[Clip]) -> dict[str, Tensor]:
@@ -127,11 +127,12 @@ def clips_loss(model: PCAN, batch: Sequence[Clip]) -> dict[str, Tensor]:
     video0 = batch[0][0]
     queries = [(v, t) for v, t, _ in batch] + [(v, r) for v, _, r in batch]
     frames = [video.frames[t] for video, t in queries]
-    enhanced = enhanced_frames(model, queries, device)
-    rois = model.pool(enhanced, [f.rois.to(device) for f in frames], frames[0].feature_size, video0.size)
+    raw, enhanced = enhanced_frames(model, queries, device)
+    boxes = [f.rois.to(device) for f in frames]
+    rois = model.pool(enhanced, boxes, frames[0].feature_size, video0.size)
     counts = [len(f.rois) for f in frames]
     starts = [sum(counts[:i]) for i in range(len(counts))]
-    embeds = model.embed(rois).split(counts)
+    embeds = model.embed(raw, rois, boxes, frames[0].feature_size, video0.size).split(counts)
     losses: dict[str, Tensor] = {}
     n = len(batch)
     for b in range(n):
