@@ -206,3 +206,44 @@ def test_a_run_resumes_only_with_the_settings_it_was_trained_with(video: CachedV
     head = QuasiDenseEmbedHead(C, conv_channels=8, fc_channels=16, embed_dim=8)
     with pytest.raises(InputError, match="embed_init"):
         train_pcan(config, _tiny_training(), [video], [video], seed=0, out_dir=tmp_path, resume=True, embed_init=head)
+
+
+@pytest.mark.parametrize("refine", ["temporal", "bilayer"])
+def test_refined_masks_are_a_residual_over_the_coarse_logits(refine: str) -> None:
+    """At initialisation the refine head returns (nearly) the detector's mask; with its predictor
+    at zero exactly that mask, whatever the features and maps."""
+    torch.manual_seed(0)
+    model = PCAN(PCANConfig(refine=refine, memory_length=1, **SMALL), C).eval()
+    rois, coarse = torch.randn(3, C, 14, 14), 4 * torch.randn(3, 28, 28)
+    maps = model.maps(rois, model.prototypes(rois, coarse))
+    out = model.refine(rois, maps, coarse)["mask"][:, 0]
+    assert out.shape == coarse.shape and (out - coarse).abs().max() < 0.1
+    head = model.refine_head.predictor if refine == "temporal" else model.refine_head.predictors["mask"].predictor
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    assert torch.equal(model.refine(rois, maps, coarse)["mask"][:, 0], coarse)
+
+
+def test_decay_position_is_a_setting_and_checked() -> None:
+    assert PCANTraining(iters=500, decay_at=0.6).engine_config(0).lr_steps == (300,)
+    with pytest.raises(InputError, match="decay_at"):
+        PCANTraining(iters=500, decay_at=1.5).engine_config(0)
+
+
+def test_at_initialisation_pcan_embeds_as_the_baseline_head_does(video: CachedVideo) -> None:
+    """The frame module starts as the identity, so the embedding head reads exactly the baseline's
+    input: the detector's 7x7 pooler on the raw maps (torchvision's MultiScaleRoIAlign)."""
+    from torchvision.ops import MultiScaleRoIAlign
+    torch.manual_seed(0)
+    model = PCAN(PCANConfig(memory_length=3, **SMALL), C).eval()
+    frame = video.frames[3]
+    levels = {k: v[None].float() for k, v in frame.levels.items()}
+    memory = [model.memory_entry({k: v[None].float() for k, v in video.frames[t].levels.items()}) for t in (1, 2)]
+    enhanced = model.enhance(levels, memory)
+    rois = model.pool(enhanced, [frame.rois], (64, 64), (64, 64))
+    base = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=2)(levels, [frame.rois], [(64, 64)])
+    torch.testing.assert_close(model.embed(levels, rois, [frame.rois], (64, 64), (64, 64)), model.embed_head(base))
+    moved = _fusion_moved(model)  # after training the memory changes the embeddings
+    enhanced = moved.enhance(levels, memory)
+    rois = moved.pool(enhanced, [frame.rois], (64, 64), (64, 64))
+    assert not torch.allclose(moved.embed(levels, rois, [frame.rois], (64, 64), (64, 64)), model.embed_head(base))

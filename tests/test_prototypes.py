@@ -105,3 +105,19 @@ def test_fused_baselines_equal_the_explicit_ones(masked: bool) -> None:
     torch.testing.assert_close(fused(q, k, mask), explicit(q, k, mask), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="heads"):
         MultiHeadAttention(10, heads=4)
+
+
+def test_truncated_em_has_the_same_values_and_gradient_only_through_its_last_iterations() -> None:
+    torch.manual_seed(0)
+    keys = torch.randn(2, 30, 4, requires_grad=True)
+    init = torch.randn(2, 3, 4, requires_grad=True)
+    full, full_resp = em_prototypes(keys, 3, 4, 0.5, init=init)
+    cut, cut_resp = em_prototypes(keys, 3, 4, 0.5, init=init, grad_iters=1)
+    assert torch.allclose(full, cut, atol=1e-6) and torch.allclose(full_resp, cut_resp, atol=1e-6)
+    g_full = torch.autograd.grad(full.sum(), (keys, init), allow_unused=True)
+    g_cut = torch.autograd.grad(cut.sum(), (keys, init), allow_unused=True)
+    assert g_cut[0] is not None and g_cut[0].abs().sum() > 0  # the keys still train
+    assert g_cut[1] is None  # the start is reached only through the iterations that were cut
+    assert g_full[1] is not None and not torch.allclose(g_full[0], g_cut[0])
+    every, _ = em_prototypes(keys, 3, 4, 0.5, init=init, grad_iters=4)  # as many as there are: the full graph
+    assert torch.allclose(torch.autograd.grad(every.sum(), keys)[0], g_full[0])

@@ -22,15 +22,17 @@ from instseg.video.layers.prototypes import assign, em_prototypes
 
 
 def instance_prototypes(features: Tensor, masks: Tensor, num_fg: int, num_bg: int, iters: int, temperature: float,
-                        init: tuple[Tensor, Tensor] | None = None, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+                        init: tuple[Tensor, Tensor] | None = None, threshold: float = 0.5,
+                        grad_iters: int | None = None) -> tuple[Tensor, Tensor]:
     """(foreground [R, num_fg, C], background [R, num_bg, C]) prototypes: masked EM over the pixels
-    inside (mask >= threshold) and outside the coarse mask. ``init``: the propagated prototypes."""
+    inside (mask >= threshold) and outside the coarse mask. ``init``: the propagated prototypes;
+    ``grad_iters``: see :func:`em_prototypes`."""
     points = features.flatten(2).transpose(1, 2)  # [R, S*S, C]
     inside = masks.flatten(1) >= threshold
     out = []
     for num, region, start in ((num_fg, inside, None if init is None else init[0]),
                                (num_bg, ~inside, None if init is None else init[1])):
-        out.append(em_prototypes(points, num, iters, temperature, region, start)[0] if num else
+        out.append(em_prototypes(points, num, iters, temperature, region, start, grad_iters)[0] if num else
                    points.new_zeros(points.shape[0], 0, points.shape[-1]))
     return out[0], out[1]
 
@@ -64,6 +66,10 @@ class TemporalSegmentationHead(nn.Module):
         self.tower = nn.Sequential(*layers)
         self.up = nn.ConvTranspose2d(hidden, hidden, 2, stride=2)
         self.predictor = nn.Conv2d(hidden, 1, 1)
+        # Mask R-CNN's predictor init: near-zero logits, so a head used as a residual over the
+        # detector's coarse mask (PCAN.refine) starts at that mask.
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.zeros_(self.predictor.bias)
 
     def forward(self, features: Tensor, maps: Tensor, coarse_logits: Tensor) -> Tensor:
         x = self.tower(torch.cat([features, maps, coarse_logits.unsqueeze(1)], dim=1))

@@ -44,19 +44,34 @@ def _initial_prototypes(keys: Tensor, num: int, mask: Tensor) -> Tensor:
 
 
 def em_prototypes(keys: Tensor, num: int, iters: int, temperature: float, mask: Tensor | None = None,
-                  init: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                  init: Tensor | None = None, grad_iters: int | None = None) -> tuple[Tensor, Tensor]:
     """Eq. 5.2 fitted by EM: (prototypes [B, num, C], responsibilities [B, M, num]). Masked-out
     positions get responsibility 0 and move no prototype; a prototype that no position claims
-    keeps its previous value. ``init``: starting prototypes (default: evenly spaced keys)."""
+    keeps its previous value. ``init``: starting prototypes (default: evenly spaced keys).
+
+    ``grad_iters``: only the last ``grad_iters`` iterations (and the E-step after them) are
+    differentiated, the earlier ones run without autograd (EMANet's truncated back-propagation):
+    the same values, a backward pass that does not grow with ``iters``. None: every iteration."""
     mask = torch.ones(keys.shape[:2], dtype=torch.bool, device=keys.device) if mask is None else mask.bool()
-    mu = _initial_prototypes(keys, num, mask) if init is None else init
     weight = mask.to(keys.dtype).unsqueeze(-1)
-    resp = assign(keys, mu, temperature) * weight
-    for _ in range(iters):
-        mass = resp.sum(1).unsqueeze(-1)  # [B, num, 1]
-        mu = torch.where(mass > EPS, resp.transpose(1, 2) @ keys / mass.clamp(min=EPS), mu)
+    free = iters if grad_iters is None else min(iters, max(grad_iters, 0))
+    with torch.set_grad_enabled(torch.is_grad_enabled() and free == iters):
+        mu = _initial_prototypes(keys, num, mask) if init is None else init
         resp = assign(keys, mu, temperature) * weight
+        for _ in range(iters - free):
+            mu, resp = _em_step(keys, mu, resp, weight, temperature)
+    if free < iters:  # re-enter the graph at the last E-step
+        resp = assign(keys, mu, temperature) * weight
+    for _ in range(free):
+        mu, resp = _em_step(keys, mu, resp, weight, temperature)
     return mu, resp
+
+
+def _em_step(keys: Tensor, mu: Tensor, resp: Tensor, weight: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """One M-step (responsibility-weighted means; unclaimed prototypes stay) and the E-step after it."""
+    mass = resp.sum(1).unsqueeze(-1)  # [B, num, 1]
+    mu = torch.where(mass > EPS, resp.transpose(1, 2) @ keys / mass.clamp(min=EPS), mu)
+    return mu, assign(keys, mu, temperature) * weight
 
 
 def value_prototypes(resp: Tensor, values: Tensor) -> Tensor:

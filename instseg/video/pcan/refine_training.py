@@ -40,6 +40,7 @@ class RefineTraining:
     iters: int = 300
     rois_per_batch: int = 64
     lr: float = 2e-3
+    decay_at: float = 0.7
     val_rois: int = 256
 
     @classmethod
@@ -47,7 +48,7 @@ class RefineTraining:
         return config_from_dict(cls, values, "pcan.refine")
 
     def engine_config(self, seed: int) -> TrainConfig:
-        return schedule(self.iters, self.lr, self.rois_per_batch, seed)
+        return schedule(self.iters, self.lr, self.rois_per_batch, seed, self.decay_at)
 
 
 @dataclass

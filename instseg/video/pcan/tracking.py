@@ -125,6 +125,7 @@ def track_frames_pcan(model: PCAN, frames: Iterable[CachedFrame], size: tuple[in
             memory = (memory + [model.memory_entry(levels)])[-span:]
         det = frame.detections
         rois = model.pool(enhanced, [det.boxes], frame.feature_size, size)
-        ids = linker.update({**det.as_dict(), "embeddings": model.embed(rois)})
+        ids = linker.update({**det.as_dict(), "embeddings": model.embed(levels, rois, [det.boxes], frame.feature_size,
+                                                                        size)})
         yield frame, ids, {name: _refined_masks(refiner, frame, rois, ids, tracklets[name], size)
                            for name, (refiner, _) in variants.items()}

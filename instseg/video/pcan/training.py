@@ -44,6 +44,7 @@ class PCANTraining:
     clips_per_batch: int = 4
     max_gap: int = 3
     lr: float = 2e-3
+    decay_at: float = 0.7  # the one 10x decay, as a fraction of iters
     val_clips: int = 32
     # Start the embedding head from notebook 04's trained QDTrack-style head of the same seed: PCAN
     # is that baseline plus both modules, and the head then needs no relearning from scratch.
@@ -54,13 +55,15 @@ class PCANTraining:
         return config_from_dict(cls, values, "pcan.training")
 
     def engine_config(self, seed: int) -> TrainConfig:
-        return schedule(self.iters, self.lr, self.clips_per_batch, seed)
+        return schedule(self.iters, self.lr, self.clips_per_batch, seed, self.decay_at)
 
 
-def schedule(iters: int, lr: float, batch_size: int, seed: int) -> TrainConfig:
-    """PCAN's engine config: AdamW, 10% warmup, one 10x decay at 70% (the plateau check reads both
-    phases), gradients clipped at norm 10."""
-    decay = int(0.7 * iters)
+def schedule(iters: int, lr: float, batch_size: int, seed: int, decay_at: float = 0.7) -> TrainConfig:
+    """PCAN's engine config: AdamW, 10% warmup, one 10x decay at ``decay_at`` of the iterations (the
+    plateau check reads both phases), gradients clipped at norm 10."""
+    if not 0 < decay_at <= 1:
+        raise InputError(f"decay_at must lie in (0, 1], got {decay_at}", record="pcan.training.decay_at")
+    decay = int(decay_at * iters)
     return TrainConfig(max_iters=iters, optimizer="adamw", lr=lr, batch_size=batch_size,
                        warmup_iters=max(1, iters // 10), lr_steps=(decay,) if decay else (), seed=seed, grad_clip=10.0)
 
@@ -101,20 +104,20 @@ def _levels(frames: Sequence[tuple[CachedVideo, int]], device: torch.device) -> 
 
 
 def enhanced_frames(model: PCAN, frames: Sequence[tuple[CachedVideo, int]], device: torch.device
-                    ) -> dict[str, Tensor]:
-    """The maps of ``frames`` (each with a full memory before it), batched, each enhanced with its
-    own memory; every memory frame is encoded once."""
+                    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The maps of ``frames`` (each with a full memory before it), batched: (raw, enhanced, each
+    with its own memory); every memory frame is encoded once."""
     span = model.config.memory_length - 1
     current = _levels(frames, device)
     if not span:
-        return model.enhance(current, [])
+        return current, model.enhance(current, [])
     needed = sorted({(id(video), m) for video, t in frames for m in range(t - span, t)})
     row = {key: i for i, key in enumerate(needed)}
     videos = {id(video): video for video, _ in frames}
     batched = model.memory_entry(_levels([(videos[v], m) for v, m in needed], device))
     memory = [_take(batched, torch.tensor([row[(id(video), t - span + j)] for video, t in frames], device=device))
               for j in range(span)]
-    return model.enhance(current, memory)
+    return current, model.enhance(current, memory)
 
 
 def clips_loss(model: PCAN, batch: Sequence[Clip]) -> dict[str, Tensor]:
@@ -124,11 +127,12 @@ def clips_loss(model: PCAN, batch: Sequence[Clip]) -> dict[str, Tensor]:
     video0 = batch[0][0]
     queries = [(v, t) for v, t, _ in batch] + [(v, r) for v, _, r in batch]
     frames = [video.frames[t] for video, t in queries]
-    enhanced = enhanced_frames(model, queries, device)
-    rois = model.pool(enhanced, [f.rois.to(device) for f in frames], frames[0].feature_size, video0.size)
+    raw, enhanced = enhanced_frames(model, queries, device)
+    boxes = [f.rois.to(device) for f in frames]
+    rois = model.pool(enhanced, boxes, frames[0].feature_size, video0.size)
     counts = [len(f.rois) for f in frames]
     starts = [sum(counts[:i]) for i in range(len(counts))]
-    embeds = model.embed(rois).split(counts)
+    embeds = model.embed(raw, rois, boxes, frames[0].feature_size, video0.size).split(counts)
     losses: dict[str, Tensor] = {}
     n = len(batch)
     for b in range(n):
