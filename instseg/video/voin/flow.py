@@ -123,6 +123,7 @@ class FlowCompletionNet(nn.Module):
 
     def __init__(self, cfg: FlowCompletionConfig = FlowCompletionConfig()) -> None:
         super().__init__()
+        self.cfg = cfg  # what a VOIN run directory stores to rebuild the net
         self.flow_scale, self.depth, self.warped_input = cfg.flow_scale, cfg.depth, cfg.warped_input
         widths = [cfg.base_channels * 2 ** i for i in range(cfg.depth + 1)]
         self.enc = nn.ModuleList([_block(IN_CHANNELS + 3 * cfg.warped_input, widths[0])] +
