@@ -1,6 +1,6 @@
 """The video commands of ``instseg``: building the video benchmark, the YouTube-VIS and MOTS
-evaluators, and ``track`` on any video. Bad input is an InputError (exit 2, one line naming the
-file and record), as for the image commands."""
+evaluators, ``track`` on any video and ``inpaint`` (VOIN) of its occluded objects. Bad input is an
+InputError (exit 2, one line naming the file and record), as for the image commands."""
 
 from __future__ import annotations
 

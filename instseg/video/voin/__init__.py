@@ -3,4 +3,6 @@ never makes notebooks 04-06 stale (their DVC deps list the video subpackages the
 
 ``data``: VOI samples; ``flow_targets``: a sample's exact clean-scene flow and DIS initial flow;
 ``flow``: the residual U-Net flow completion (5.4.2), its losses, training and EPE evaluation;
-``propagation``: the forward-backward check and amodal-only flow-guided propagation (5.4.3)."""
+``propagation``: the forward-backward check and amodal-only flow-guided propagation (5.4.3);
+``pipeline``: inference on a whole video in sliding windows; ``runs``: a run directory on disk;
+``inpaint_io``: the mask folders ``instseg inpaint`` reads; ``toy``: a toy video and random-init run."""
