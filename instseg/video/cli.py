@@ -1,6 +1,6 @@
 """The video commands of ``instseg``: building the video benchmark, the YouTube-VIS and MOTS
-evaluators, and ``track`` on any video. Bad input is an InputError (exit 2, one line naming the
-file and record), as for the image commands."""
+evaluators, ``track`` on any video and ``inpaint`` (VOIN) of its occluded objects. Bad input is an
+InputError (exit 2, one line naming the file and record), as for the image commands."""
 
 from __future__ import annotations
 
@@ -176,6 +176,120 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def _id_list(spec: str, option: str) -> list[int]:
+    try:
+        ids = [int(k) for k in spec.split(",") if k.strip()]
+    except ValueError:
+        raise InputError(f"{option} {spec!r}: expected comma-separated integer ids such as 1,3") from None
+    if not ids or min(ids) < 1:
+        raise InputError(f"{option} {spec!r}: expected object ids >= 1")
+    return ids
+
+
+def _categories(spec: str | None) -> dict[int, int]:
+    """``--categories 1:2,3:1``: object id -> category id of the shape model."""
+    if not spec:
+        return {}
+    try:
+        return {int(k): int(v) for k, v in (item.split(":") for item in spec.split(","))}
+    except ValueError:
+        raise InputError(f"--categories {spec!r}: expected object:category pairs such as 1:2,3:1") from None
+
+
+class _Mp4:
+    """``OUT/inpainted.mp4`` through the project's writer (PyAV, H.264); a codec or container
+    failure is a warning and the mp4 is skipped: the PNG frames are the result."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        import av
+
+        from instseg.video.viz import VideoWriter
+
+        self.path, self.writer = path, None
+        self.errors = (av.FFmpegError, ValueError, OSError, RuntimeError)  # a missing codec is a ValueError
+        try:
+            self.writer = VideoWriter(path, fps=fps)
+        except self.errors as exc:
+            self._skip(exc)
+
+    def _skip(self, exc: Exception) -> None:
+        import sys
+
+        print(f"instseg: warning: no mp4 ({exc.__class__.__name__}: {exc}); the frames are written as PNGs",
+              file=sys.stderr)
+        self.writer = None
+        self.path.unlink(missing_ok=True)
+
+    def write(self, frame: Any) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.write(frame)
+            except self.errors as exc:
+                self._skip(exc)
+
+    def close(self) -> bool:
+        """Finish the file; whether an mp4 was written."""
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except self.errors as exc:
+                self._skip(exc)
+        return self.writer is not None
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from PIL import Image
+    from tqdm import tqdm
+
+    from instseg.cli import empty_output_dir
+    from instseg.video.data.frames import open_video
+    from instseg.video.voin.inpaint_io import check_counts, frame_items, mask_files, scan_masks
+    from instseg.video.voin.pipeline import InpaintStats, check_amodal_source, inpaint_video
+    from instseg.video.voin.runs import load_voin_run
+
+    run = load_voin_run(args.checkpoint)
+    check_amodal_source(run, args.amodal_masks is not None)
+    video = open_video(args.video, fps=args.fps)
+    masks = mask_files(args.masks)
+    check_counts(video.length, masks, video.path)
+    present = scan_masks(masks, video.size)
+    amodal = None
+    if args.amodal_masks is not None:
+        amodal = mask_files(args.amodal_masks, "amodal masks")
+        if len(amodal) != len(masks):
+            raise InputError(f"{len(amodal)} amodal mask files but {len(masks)} masks (one of each per frame)",
+                             args.amodal_masks)
+        scan_masks(amodal, video.size, "amodal mask")
+    objects = _id_list(args.objects, "--objects") if args.objects else sorted(present)
+    if not objects:
+        raise InputError("no object id > 0 in any mask: nothing to inpaint", args.masks)
+    missing = [k for k in objects if k not in present]
+    if missing:
+        raise InputError(f"object id(s) {', '.join(map(str, missing))} in no mask (ids present: "
+                         f"{', '.join(map(str, sorted(present))) or 'none'})", args.masks)
+    labels = _categories(args.categories)
+    if run.num_categories is not None and any(not 0 <= c <= run.num_categories for c in labels.values()):
+        raise InputError(f"--categories {args.categories!r}: the shape model knows categories 0..{run.num_categories}")
+    run.to(args.device)
+    out = empty_output_dir(args.out, args.force)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    stats = InpaintStats()
+    mp4 = _Mp4(out / "inpainted.mp4", video.fps)
+    stream = inpaint_video(run, frame_items(video.frames(), masks, amodal), objects, args.window, args.overlap,
+                           labels, stats)
+    try:
+        for t, frame in enumerate(tqdm(stream, total=video.length, desc=f"inpaint {video.name}", unit="frame",
+                                       disable=None)):
+            Image.fromarray(frame).save(out / "frames" / f"{t:05d}.png")
+            mp4.write(frame)
+    finally:
+        wrote_mp4 = mp4.close()
+    filled = ", ".join(f"{k}: {stats.hole.get(k, 0)} px ({stats.propagated.get(k, 0)} propagated)" for k in objects)
+    print(f"{video.name}: {stats.frames} frames in {stats.windows} windows, holes {filled} -> {out / 'frames'}"
+          + (f" and {out / 'inpainted.mp4'}" if wrote_mp4 else ""))
+    return 0
+
+
 def _add_recovery_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-gap", type=int, default=None,
                         help="also report identity recovery after >= this many frames without a visible mask")
@@ -220,6 +334,31 @@ def add_video_commands(sub: argparse._SubParsersAction, data: argparse._SubParse
     tr.add_argument("--fps", type=float, default=10.0, help="frame rate of a frame folder (for --viz)")
     tr.add_argument("--batch-size", type=int, default=8)
     tr.set_defaults(func=cmd_track)
+
+    inp = sub.add_parser("inpaint", help="VOIN: fill the occluded parts of objects in a video (sliding windows: "
+                                         "memory does not grow with the video's length)")
+    inp.add_argument("--checkpoint", required=True, help="a VOIN run directory (voin.json and the models' weights)")
+    inp.add_argument("--video", required=True, help="a folder of frames (sorted by name) or a video file")
+    inp.add_argument("--masks", required=True,
+                     help="folder of per-frame visible-mask PNGs, one per frame in sorted order: palette "
+                          "(index = object id) or single-channel instance ids (8/16 bit), 0 = background")
+    inp.add_argument("--amodal-masks", default=None,
+                     help="the objects' amodal masks in the same format (default: the run's shape model "
+                          "predicts them)")
+    inp.add_argument("--objects", default=None, help="object ids to inpaint, e.g. 1,3 (default: every id > 0 "
+                                                      "in the masks), in this order")
+    inp.add_argument("--categories", default=None,
+                     help="object:category pairs for the shape model, e.g. 1:2,3:1 (default 0 = unknown)")
+    inp.add_argument("--out", required=True, help="writes OUT/frames/00000.png ... and OUT/inpainted.mp4 (H.264 "
+                                                   "through PyAV; without that codec a warning and no mp4)")
+    inp.add_argument("--window", type=int, default=16, help="frames written per window")
+    inp.add_argument("--overlap", type=int, default=None,
+                     help="context frames read on each side of a window (default: the generator's temporal "
+                          "receptive field, which makes the windows exact for the generator)")
+    inp.add_argument("--fps", type=float, default=10.0, help="frame rate of a frame folder (for the mp4)")
+    inp.add_argument("--device", default="cpu", help="torch device of the models (cpu, cuda, ...)")
+    inp.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    inp.set_defaults(func=cmd_inpaint)
 
 
 def sync_video_data(dvc_file: Path, params_path: str, workers: int) -> str:

@@ -6,4 +6,6 @@ never makes notebooks 04-06 stale (their DVC deps list the video subpackages the
 ``propagation``: the forward-backward check and amodal-only flow-guided propagation (5.4.3);
 ``clip_inputs``: the input layout every learned inpainter reads. Table 5.8's baselines: ``sttn``
 (STTN-like, no flow), ``classical`` (DFVI-like, FGVC-like with ``edge_flow``'s edge-guided flow
-completion, TELEA alone) scored by ``baseline_eval``."""
+completion, TELEA alone) scored by ``baseline_eval``.
+``pipeline``: inference on a whole video in sliding windows; ``runs``: a run directory on disk;
+``inpaint_io``: the mask folders ``instseg inpaint`` reads; ``toy``: a toy video and random-init run."""

@@ -123,6 +123,7 @@ class FlowCompletionNet(nn.Module):
 
     def __init__(self, cfg: FlowCompletionConfig = FlowCompletionConfig()) -> None:
         super().__init__()
+        self.cfg = cfg  # what a VOIN run directory stores to rebuild the net
         self.flow_scale, self.depth, self.warped_input = cfg.flow_scale, cfg.depth, cfg.warped_input
         widths = [cfg.base_channels * 2 ** i for i in range(cfg.depth + 1)]
         self.enc = nn.ModuleList([_block(IN_CHANNELS + 3 * cfg.warped_input, widths[0])] +
@@ -328,28 +329,32 @@ def flow_clip(sample: VoiSample, scenes: Mapping[int, dict[str, Any]], preset: i
     return FlowClip(sample, initial_flows(sample.corrupted, preset), sample_flows(sample, scenes))
 
 
-def _item_arrays(clip: FlowClip, k: int, direction: str, valid_px: float, targets: bool = True
-                 ) -> dict[str, np.ndarray]:
-    """One flow item (k, direction) as channel-first float32 arrays; without ``targets`` only the
-    model's inputs (no clean frames, no exact flow: what inference has)."""
-    s = clip.sample
+def flow_inputs(frames: np.ndarray, visible: np.ndarray, amodal: np.ndarray, init: Mapping[str, np.ndarray],
+                k: int, direction: str) -> dict[str, np.ndarray]:
+    """The model's inputs of one flow item (pair k, ``direction``) as channel-first float32 arrays,
+    from a clip's frames (L, H, W, 3) uint8, masks (L, H, W) and initial flows: what inference has."""
     a, b = (k, k + 1) if direction == "forward" else (k + 1, k)
+    return {"frames": _pair_frames(frames, a, b), "init": init[direction][k].transpose(2, 0, 1).astype(np.float32),
+            "visible": np.stack([visible[a], visible[b]]).astype(np.float32),
+            "amodal": np.stack([amodal[a], amodal[b]]).astype(np.float32)}
 
-    def frames(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([x[a], x[b]], -1).transpose(2, 0, 1).astype(np.float32) / 255.0
 
-    def masks(x: np.ndarray) -> np.ndarray:
-        return np.stack([x[a], x[b]]).astype(np.float32)
+def _pair_frames(x: np.ndarray, a: int, b: int) -> np.ndarray:
+    return np.concatenate([x[a], x[b]], -1).transpose(2, 0, 1).astype(np.float32) / 255.0
 
-    item = {"frames": frames(s.corrupted), "init": clip.init[direction][k].transpose(2, 0, 1).astype(np.float32),
-            "visible": masks(s.visible), "amodal": masks(s.amodal)}
-    if not targets:
-        return item
+
+def _item_arrays(clip: FlowClip, k: int, direction: str, valid_px: float) -> dict[str, np.ndarray]:
+    """One training item (k, direction): :func:`flow_inputs` and the clean frames, exact flow and
+    masks the losses read."""
     if clip.exact is None:
         raise InputError("training items need the exact flow (FlowClip.exact)", record=clip.name)
+    s = clip.sample
+    item = flow_inputs(s.corrupted, s.visible, s.amodal, clip.init, k, direction)
+    a, b = (k, k + 1) if direction == "forward" else (k + 1, k)
     other = "backward" if direction == "forward" else "forward"
     error, inside = consistency_error(clip.exact[direction][k], clip.exact[other][k])
-    return dict(item, clean=frames(s.clean), gt=clip.exact[direction][k].transpose(2, 0, 1).astype(np.float32),
+    return dict(item, clean=_pair_frames(s.clean, a, b),
+                gt=clip.exact[direction][k].transpose(2, 0, 1).astype(np.float32),
                 occluded=s.occluded[a][None].astype(np.float32),
                 warp_valid=(inside & (error < valid_px))[None].astype(np.float32))
 
@@ -372,10 +377,10 @@ class FlowItems:
     (centre = the amodal centroid of frame a, shifted by up to ``jitter`` px drawn from
     ``derive_seed(seed, iteration, n)``; ``iteration=None``: no shift)."""
 
-    def __init__(self, clips: Sequence[FlowClip], cfg: FlowCompletionConfig, targets: bool = True) -> None:
+    def __init__(self, clips: Sequence[FlowClip], cfg: FlowCompletionConfig) -> None:
         if not clips:
             raise InputError("no clips to draw flow items from")
-        self.clips, self.cfg, self.targets = list(clips), cfg, targets
+        self.clips, self.cfg = list(clips), cfg
         self.index = [(c, k, d) for c, clip in enumerate(self.clips) for k in range(clip.sample.length - 1)
                       for d in ("forward", "backward")]
 
@@ -384,7 +389,7 @@ class FlowItems:
 
     def item(self, i: int) -> dict[str, np.ndarray]:
         c, k, d = self.index[i]
-        return _item_arrays(self.clips[c], k, d, self.cfg.warp_valid_px, self.targets)
+        return _item_arrays(self.clips[c], k, d, self.cfg.warp_valid_px)
 
     def batch(self, indices: Sequence[int], iteration: int | None = None) -> dict[str, Tensor]:
         items = []
@@ -478,19 +483,29 @@ def train_flow_completion(cfg: FlowCompletionConfig, train: Sequence[FlowClip], 
 
 
 @torch.no_grad()
-def complete_flows(model: FlowCompletionNet, clip: FlowClip, chunk: int = 8) -> dict[str, np.ndarray]:
-    """The generator's completed flow of a whole clip (full frames; only the model's inputs are
-    read), both directions, (L-1, H, W, 2)."""
+def complete_clip_flows(model: FlowCompletionNet, frames: np.ndarray, visible: np.ndarray, amodal: np.ndarray,
+                        init: Mapping[str, np.ndarray], chunk: int = 8) -> dict[str, np.ndarray]:
+    """The generator's completed flow of a clip's full frames (L, H, W, 3) uint8 from its masks
+    (L, H, W) and initial flows (``flow_targets`` convention), both directions, (L-1, H, W, 2)."""
+    if len(frames) < 2:
+        raise InputError(f"a flow needs at least 2 frames, got {len(frames)}")
     model.eval()
     device = next(model.parameters()).device
-    items = FlowItems([clip], FlowCompletionConfig(crop=0), targets=False)
+    items = [(k, d) for k in range(len(frames) - 1) for d in ("forward", "backward")]
     out: dict[str, list[np.ndarray]] = {"forward": [], "backward": []}
     for s in range(0, len(items), chunk):
-        idx = list(range(s, min(s + chunk, len(items))))
-        flow = model(to_device(items.batch(idx), device))["flow"].cpu().numpy().transpose(0, 2, 3, 1)
-        for i, f in zip(idx, flow):
-            out[items.index[i][2]].append(f)
+        part = items[s:s + chunk]
+        batch = _collate([flow_inputs(frames, visible, amodal, init, k, d) for k, d in part])
+        flow = model(to_device(batch, device))["flow"].cpu().numpy().transpose(0, 2, 3, 1)
+        for (_, d), f in zip(part, flow):
+            out[d].append(f)
     return {d: np.stack(v) for d, v in out.items()}
+
+
+def complete_flows(model: FlowCompletionNet, clip: FlowClip, chunk: int = 8) -> dict[str, np.ndarray]:
+    """:func:`complete_clip_flows` of a VOI sample's corrupted frames (only the model's inputs are read)."""
+    s = clip.sample
+    return complete_clip_flows(model, s.corrupted, s.visible, s.amodal, clip.init, chunk)
 
 
 def evaluate_flow(model: FlowCompletionNet | None, clips: Sequence[FlowClip]) -> dict[str, float]:

@@ -164,14 +164,20 @@ class CroppedClips:
     boxes: list[Box]
 
 
-def crop_clips(clips: Sequence[ShapeClip], size: int, context: float) -> CroppedClips:
-    if not clips:
-        raise InputError("no clips to crop", record="shape completion")
-    lengths = {c.visible.shape[0] for c in clips}
+def crop_visible(visible: Sequence[np.ndarray], size: int, context: float, record: str = "shape completion"
+                 ) -> tuple[Tensor, list[Box]]:
+    """Clips of visible masks (T, H, W), all of one length, -> (N, T, size, size) crops and their boxes."""
+    if not len(visible):
+        raise InputError("no clips to crop", record=record)
+    lengths = {np.shape(v)[0] for v in visible}
     if len(lengths) != 1:
-        raise InputError(f"clips of one split must have one length, got {sorted(lengths)}", record=clips[0].name)
-    boxes = [clip_box(c.visible, context) for c in clips]
-    vis = torch.stack([crop_masks(c.visible, b, size) for c, b in zip(clips, boxes)])
+        raise InputError(f"clips cropped together must have one length, got {sorted(lengths)}", record=record)
+    boxes = [clip_box(np.asarray(v), context) for v in visible]
+    return torch.stack([crop_masks(v, b, size) for v, b in zip(visible, boxes)]), boxes
+
+
+def crop_clips(clips: Sequence[ShapeClip], size: int, context: float) -> CroppedClips:
+    vis, boxes = crop_visible([c.visible for c in clips], size, context, clips[0].name if clips else "shape completion")
     amodal = torch.stack([crop_masks(c.amodal, b, size) for c, b in zip(clips, boxes)])
     return CroppedClips(vis, amodal, torch.tensor([c.label for c in clips]), boxes)
 
@@ -262,21 +268,28 @@ def train_shape(setup: ShapeTraining, model_cfg: ShapeConfig, train: Sequence[Sh
 
 
 @torch.no_grad()
-def predict_clips(model: ShapeCompletion, clips: Sequence[ShapeClip], setup: ShapeTraining, per_batch: int = 8
-                  ) -> list[np.ndarray]:
-    """Amodal masks (T, H, W) bool of each clip: crop, model, paste back, logit > 0."""
+def predict_amodal(model: ShapeCompletion, visible: Sequence[np.ndarray], labels: Sequence[int], crop_size: int,
+                   context: float, per_batch: int = 8) -> list[np.ndarray]:
+    """Amodal masks (T, H, W) bool of clips of visible masks (T, H, W) and their classes: crop, model,
+    paste back, logit > 0. Needs nothing but the visible masks: the inference path."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out: list[np.ndarray] = []
-    for s in range(0, len(clips), per_batch):
-        chunk = list(clips[s:s + per_batch])
-        data = crop_clips(chunk, setup.crop_size, setup.context)
-        logits = model(data.visible.to(device), data.labels.to(device)).cpu()
-        out += [(paste_logits(lg, box, c.visible.shape[1:]) > 0).numpy()
-                for lg, box, c in zip(logits, data.boxes, chunk)]
+    for s in range(0, len(visible), per_batch):
+        chunk = [np.asarray(v, dtype=bool) for v in visible[s:s + per_batch]]
+        crops, boxes = crop_visible(chunk, crop_size, context)
+        logits = model(crops.to(device), torch.as_tensor(list(labels[s:s + per_batch])).to(device)).cpu()
+        out += [(paste_logits(lg, box, v.shape[1:]) > 0).numpy() for lg, box, v in zip(logits, boxes, chunk)]
     model.train(was_training)
     return out
+
+
+def predict_clips(model: ShapeCompletion, clips: Sequence[ShapeClip], setup: ShapeTraining, per_batch: int = 8
+                  ) -> list[np.ndarray]:
+    """Amodal masks (T, H, W) bool of each clip (:func:`predict_amodal` with the training's crop)."""
+    return predict_amodal(model, [c.visible for c in clips], [c.label for c in clips], setup.crop_size,
+                          setup.context, per_batch)
 
 
 def crop_oracle(clip: ShapeClip, setup: ShapeTraining) -> np.ndarray:
