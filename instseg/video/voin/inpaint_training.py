@@ -181,23 +181,30 @@ def table_rows(generator: GeneratorConfig = GeneratorConfig(), weights: LossWeig
 
 
 @torch.no_grad()
-def inpaint_clip(model: nn.Module, sample: VoiSample, crop: CropSettings, propagation: PropagationCache | None = None
-                 ) -> np.ndarray:
+def inpaint_clip(model: nn.Module, sample: VoiSample, crop: CropSettings, propagation: PropagationCache | None = None,
+                 cropped: InpaintCrop | None = None) -> np.ndarray:
     """The whole sample inpainted (L, H, W, 3) uint8 (module docstring); ``propagation`` for a model
-    that reads the propagated frames."""
+    that reads the propagated frames, or ``cropped``: the sample's crop made before (with its
+    propagated input where the model reads one), which then is not recomputed."""
     box = crop_box(sample.amodal, crop)
     y0, x0, side = box
     inside = np.zeros(sample.occluded.shape[1:], dtype=bool)
     inside[y0:y0 + side, x0:x0 + side] = True
     if (sample.occluded & ~inside).any():
         raise InputError(f"part of the hole lies outside the crop box {box}", record=sample_name(sample))
-    cropped = crop_sample(sample, crop, propagation=propagation(sample) if propagation is not None else None, box=box)
-    t = clip_tensors(cropped, propagated=propagation is not None)
+    if cropped is None:
+        cropped = crop_sample(sample, crop, propagation=propagation(sample) if propagation is not None else None,
+                              box=box)
+    elif tuple(cropped.box) != tuple(box) or cropped.name != sample_name(sample):
+        raise InputError(f"the given crop ({cropped.name}, box {cropped.box}) is not this sample's {box}",
+                         record=sample_name(sample))
+    use_propagated = propagation is not None or cropped.propagated is not None
+    t = clip_tensors(cropped, propagated=use_propagated)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = model(*(t[k][None].to(device) for k in ("frames", "visible", "occluded", "amodal")),
-                t["propagated"][None].to(device) if propagation is not None else None)
+                t["propagated"][None].to(device) if use_propagated else None)
     model.train(was_training)
     raw = out["raw"][0].float().cpu().permute(1, 0, 2, 3)  # (L, 3, S, S)
     if side != crop.size:
