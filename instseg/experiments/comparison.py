@@ -133,7 +133,8 @@ def instance_difference(ious_a: pd.DataFrame, ious_b: pd.DataFrame, n: int = 200
 @dataclass(frozen=True)
 class Verdict:
     """Row ``b`` minus row ``a``: ours (the mean paired per-seed difference, its 95% t interval),
-    the per-instance IoU difference where given, the paper's difference, the test's p-value and,
+    the per-unit difference where given (mask IoU per instance, or a metric per video or sample), the
+    paper's difference, the test's p-value and,
     after :func:`holm`, the adjusted p-value, the family size and the outcome."""
 
     a: str
@@ -159,8 +160,8 @@ class Verdict:
         text = f"{label_b} − {label_a} ({self.metric}): ours {self.ours:+.2f} ({seeds}), {paper}"
         if self.instances is not None:
             i = self.instances
-            text += (f"; per-instance IoU {i.mean:+.4f} ({i.low:+.4f} … {i.high:+.4f}, "
-                     f"{i.instances} instances)")
+            text += (f"; paired over {i.instances} units × {i.seeds} seeds {i.mean:+.4f} "
+                     f"({i.low:+.4f} … {i.high:+.4f})")
         adjusted = f"Holm-adjusted p {self.p_adjusted:.3g} in a family of {self.family}" if self.family else \
             f"p {self.p_value:.3g}, uncorrected"
         return f"{text}; {adjusted} → **{self.outcome or 'not yet judged'}**."
