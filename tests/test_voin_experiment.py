@@ -14,7 +14,7 @@ from instseg.evaluation.inpainting import region_psnr
 from instseg.evaluation.lpips import LPIPS
 from instseg.video.voin.data.samples import VoiSample
 from instseg.video.voin.experiment import (VoinSetup, finish_job, finished_result, fingerprint, seed_table, spread,
-                                           unit_tables)
+                                           start_job, unit_tables)
 from instseg.video.voin.scoring import clean_warping_error, object_warping_error, score_inpainting
 
 
@@ -130,3 +130,34 @@ def test_smoke_experiment_end_to_end(tmp_path, smoke_video_dir, smoke_runs_dir):
     pd.testing.assert_frame_equal(first.studies["robustness"], again.studies["robustness"])
     assert again.seconds["inpaint"] < first.seconds["inpaint"]
     assert again.seconds["studies"] < first.seconds["studies"]
+
+
+def test_a_collapsed_training_fails_the_plateau_check_however_flat():
+    from instseg.video.voin.experiment import training_row
+
+    flat_after_collapse = {"seconds": 1.0, "plateau_passed": True, "tail_improvement": 0.0, "phase_improvement": 0.0,
+                           "plateau": {"passed": True}, "val_curve": [[50, 0.35], [100, 0.92], [150, 0.92]]}
+    row = training_row("inpaint", "sttn", 0, flat_after_collapse)
+    assert row["diverged"] and not row["plateau_passed"] and not row["plateau"]["passed"]
+    learning = dict(flat_after_collapse, val_curve=[[50, 0.35], [100, 0.30], [150, 0.30]])
+    assert training_row("inpaint", "voin", 0, learning)["plateau_passed"]
+    wandering = dict(flat_after_collapse, val_curve=[[50, 0.35], [100, 0.34], [150, 0.36]])  # +3%: not diverged
+    assert not training_row("flow", "flow_net", 0, wandering)["diverged"]
+
+
+def test_only_sttn_trains_at_its_own_rate():
+    setup = VoinSetup(sttn_lr=0.002)
+    assert setup.training("sttn").lr == 0.002 and setup.training("voin") == setup.inpaint
+    assert VoinSetup().training("sttn") == VoinSetup().inpaint
+
+
+def test_a_job_resumes_under_its_own_settings_and_starts_afresh_under_others(tmp_path):
+    job = tmp_path / "voin_s0"
+    assert start_job(job, "a") is None
+    (job / "checkpoints").mkdir()
+    (job / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert start_job(job, "a") is None and (job / "checkpoints" / "last.pt").is_file()  # interrupted: resume
+    finish_job(job, "a", {"scores": []})
+    assert start_job(job, "a") == {"fingerprint": "a", "scores": []}
+    assert start_job(job, "a", [job / "crops.pkl"]) is None  # finished, but a file it needs is missing
+    assert start_job(job, "b") is None and not (job / "checkpoints").exists()  # other settings: emptied

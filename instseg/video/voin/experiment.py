@@ -19,7 +19,7 @@ generator. Scores (:mod:`scoring`) are per sample, so every comparison is paired
 
 Runs persist under ``out_dir``: each finished job leaves ``result.json`` (and its models' weights)
 and is not rerun while its settings are unchanged; an interrupted training resumes from its engine
-checkpoint. ``out_dir/voin_s<seed>`` is a VOIN run (generator, shape and flow models) that
+checkpoint; a job whose settings changed starts afresh in an emptied folder (:func:`start_job`). ``out_dir/voin_s<seed>`` is a VOIN run (generator, shape and flow models) that
 ``instseg inpaint --checkpoint`` reads.
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -73,6 +74,8 @@ from instseg.video.voin.shape_training import ShapeTraining, clip_from_sample, p
 from instseg.video.voin.sttn import STTNConfig, STTNInpainter
 
 SPLITS = ("train", "val")
+KEY_FILE = "job.key"  # the fingerprint a job folder was started under
+DIVERGED_RISE = 0.1
 CLASSICAL = ("telea", "dfvi_like", "fgvc_like", "dfvi_like_exact")
 
 
@@ -91,12 +94,14 @@ class VoinSetup:
     generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(channels=8))
     weights: LossWeights = field(default_factory=LossWeights)
     sttn: STTNConfig = field(default_factory=lambda: STTNConfig(channels=8))
+    sttn_lr: float | None = None  # STTN-like's own rate (None: inpaint.lr); its attention diverges at VOIN's
     rows: tuple[str, ...] = ("voin", "voin_no_flow", "no_gating", "no_stam", "lgtsm", "sttn")
     eval_samples: int | None = None  # val samples every row is scored on (evenly spread; None: all)
     study_samples: int = 24  # val samples of the robustness and end-to-end studies
     dilations: tuple[int, ...] = (0, 4, 8, 14)
     gross_errors: tuple[str, ...] = ("shift", "drop")
     tracker: str | None = "frcnn"  # a tracker or detector run under the runs folder (None: no end-to-end study)
+    tracker_config: Mapping[str, Any] = field(default_factory=dict)  # overrides of the run's tracker settings
     ssim_window: int = SSIM_WIN_SIZE  # the published 65; smaller only where frames are (smoke)
     workers: int = 2
 
@@ -130,6 +135,10 @@ class VoinSetup:
         rows = table_rows(self.generator, self.weights)
         return rows["lgtsm"] if name == "sttn" else rows[name]
 
+    def training(self, name: str) -> InpaintTraining:
+        """The row's training settings: ``inpaint``, at ``sttn_lr`` for STTN-like when it is set."""
+        return replace(self.inpaint, lr=self.sttn_lr) if name == "sttn" and self.sttn_lr else self.inpaint
+
     def factory(self, name: str) -> Callable[[InpaintRow], nn.Module] | None:
         return (lambda _row: STTNInpainter(self.sttn)) if name == "sttn" else None
 
@@ -156,6 +165,21 @@ def finished_result(job_dir: Path, key: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if data.get("fingerprint") == key else None
+
+
+def start_job(job_dir: Path, key: str, needs: Sequence[Path] = ()) -> dict[str, Any] | None:
+    """The job's finished result under ``key`` (with every file of ``needs``), else None and the folder
+    ready to run: kept when it was started under the same key (an interrupted training resumes from
+    its checkpoint), emptied when under another or none (its checkpoints belong to other settings)."""
+    done = finished_result(job_dir, key)
+    if done is not None and all(Path(p).is_file() for p in needs):
+        return done
+    marker = job_dir / KEY_FILE
+    if job_dir.exists() and (not marker.is_file() or marker.read_text().strip() != key):
+        shutil.rmtree(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key)
+    return None
 
 
 def finish_job(job_dir: Path, key: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -281,7 +305,7 @@ def _shape_job(setup: VoinSetup, seed: int, paths: RunPaths, threads: int | None
     set_threads(threads)
     job_dir = Path(paths.out_dir) / f"shape_s{seed}"
     key = fingerprint(setup.shape_training, setup.shape_model, setup.voi, setup.max_videos, seed)
-    if (done := finished_result(job_dir, key)) is not None:
+    if (done := start_job(job_dir, key)) is not None:
         return done
     train, val = _shape_clips(paths, "train"), _shape_clips(paths, "val")
     run = train_shape(setup.shape_training, setup.shape_model, train, val, seed, out_dir=job_dir, resume=True)
@@ -333,7 +357,7 @@ def _flow_job(setup: VoinSetup, seed: int, paths: RunPaths, threads: int | None 
     job_dir = Path(paths.out_dir) / f"flow_s{seed}"
     cfg = replace(setup.flow, seed=seed)
     key = fingerprint(cfg, setup.voi, setup.max_videos, setup.inpaint.crop)
-    if (done := finished_result(job_dir, key)) is not None and all(_crops_path(paths, sp, seed).is_file() for sp in SPLITS):
+    if (done := start_job(job_dir, key, [_crops_path(paths, sp, seed) for sp in SPLITS])) is not None:
         return done
     train, val = _flow_clips(paths, "train"), _flow_clips(paths, "val")
     run = train_flow_completion(cfg, train, val, out_dir=job_dir, resume=True)
@@ -357,15 +381,17 @@ def _flow_job(setup: VoinSetup, seed: int, paths: RunPaths, threads: int | None 
     return finish_job(job_dir, key, {"training": _training(run), "scores": rows})
 
 
-def _classical_job(setup: VoinSetup, paths: RunPaths, threads: int | None = None) -> dict[str, Any]:
-    """TELEA, DFVI-like and FGVC-like on DIS, DFVI-like on the exact flow, per eval sample."""
+def _classical_job(setup: VoinSetup, paths: RunPaths, part: int = 0, parts: int = 1, threads: int | None = None
+                   ) -> dict[str, Any]:
+    """TELEA, DFVI-like and FGVC-like on DIS, DFVI-like on the exact flow, per eval sample of part
+    ``part`` of ``parts`` (every ``parts``-th sample: the longest job of phase 1, split over the workers)."""
     set_threads(threads)
-    job_dir = Path(paths.out_dir) / "classical"
-    key = fingerprint(setup.voi, setup.max_videos, setup.eval_samples)
-    if (done := finished_result(job_dir, key)) is not None:
+    job_dir = Path(paths.out_dir) / "classical" / f"part{part}of{parts}"
+    key = fingerprint(setup.voi, setup.max_videos, setup.eval_samples, part, parts)
+    if (done := start_job(job_dir, key)) is not None:
         return done
     rows = []
-    for s in eval_set(setup, paths):
+    for s in eval_set(setup, paths)[part::parts]:
         name, dis, exact = sample_name(s), initial_flows(s.corrupted), _exact(paths, s)
         args = (s.corrupted, s.visible, s.occluded, s.amodal)
         rows.append(score_method(setup, paths, "telea", cv2_inpaint_only(*args, record=name), s))
@@ -404,14 +430,15 @@ def _inpaint_job(setup: VoinSetup, row_name: str, seed: int, paths: RunPaths, th
     set_threads(threads)
     job_dir = Path(paths.out_dir) / f"{row_name}_s{seed}"
     row, uses_flow = setup.row(row_name), setup.uses_flow(row_name)
-    key = fingerprint(row.to_dict(), setup.inpaint, setup.sttn if row_name == "sttn" else None, setup.voi,
+    key = fingerprint(row.to_dict(), setup.training(row_name), setup.sttn if row_name == "sttn" else None, setup.voi,
                       setup.max_videos, setup.eval_samples, seed, setup.flow if uses_flow else None)
-    if (done := finished_result(job_dir, key)) is not None:
+    if (done := start_job(job_dir, key)) is not None:
         return done
     flow_seed = seed if uses_flow else None
     train, val = _crops(setup, paths, "train", flow_seed), _crops(setup, paths, "val", flow_seed)
     factory = setup.factory(row_name)
-    run = train_inpainter(row, setup.inpaint, train, val, _labels(paths)[1], seed, out_dir=job_dir, resume=True,
+    run = train_inpainter(row, setup.training(row_name), train, val, _labels(paths)[1], seed, out_dir=job_dir,
+                          resume=True,
                           **({"generator": factory} if factory else {}))
     atomic_save(run.model.state_dict(), job_dir / "generator.pt")
     by_name = {c.name: c for c in val}
@@ -454,8 +481,18 @@ def pool_map(setup: VoinSetup, jobs: Sequence[tuple[Callable[..., dict], tuple]]
     return [fn(*args) for fn, args in jobs]
 
 
-def _training_row(stage: str, row: str, seed: int, training: Mapping[str, Any]) -> dict[str, Any]:
-    return {"stage": stage, "row": row, "seed": seed, **{k: v for k, v in training.items() if k != "val_curve"}}
+def training_row(stage: str, row: str, seed: int, training: Mapping[str, Any]) -> dict[str, Any]:
+    """One training's row. A run whose validation loss ends more than ``DIVERGED_RISE`` above its first
+    point has **diverged** and fails the plateau check however flat its end (a collapsed GAN's loss is
+    constant); a flat run that merely wanders, like a flow net that cannot improve on DIS, has not."""
+    curve = training["val_curve"]
+    diverged = bool(curve) and curve[-1][1] > (1 + DIVERGED_RISE) * curve[0][1]
+    out = {"stage": stage, "row": row, "seed": seed, **{k: v for k, v in training.items() if k != "val_curve"},
+           "diverged": diverged}
+    if diverged:
+        out["plateau_passed"] = False
+        out["plateau"] = dict(out.get("plateau") or {}, passed=False)
+    return out
 
 
 def run_voin_experiment(setup: VoinSetup, data_root: str | Path, runs_root: str | Path,
@@ -472,25 +509,26 @@ def run_voin_experiment(setup: VoinSetup, data_root: str | Path, runs_root: str 
     seeds = list(setup.seeds)
 
     tic = time.perf_counter()
-    phase1 = [(_flow_job, (setup, s, paths)) for s in seeds] + [(_shape_job, (setup, s, paths)) for s in seeds] + \
-        [(_classical_job, (setup, paths))]
+    parts = setup.workers  # the classical rows are the longest job: split, and started first
+    phase1 = [(_classical_job, (setup, paths, k, parts)) for k in range(parts)] + \
+        [(_flow_job, (setup, s, paths)) for s in seeds] + [(_shape_job, (setup, s, paths)) for s in seeds]
     done1 = pool_map(setup, phase1)
     seconds["shape_flow_classical"] = time.perf_counter() - tic
-    flows, shapes, classical = done1[:len(seeds)], done1[len(seeds):2 * len(seeds)], done1[-1]
+    classical, flows, shapes = done1[:parts], done1[parts:parts + len(seeds)], done1[parts + len(seeds):]
 
     tic = time.perf_counter()
     jobs = [(r, s) for s in seeds for r in setup.rows]
     done2 = pool_map(setup, [(_inpaint_job, (setup, r, s, paths)) for r, s in jobs])
     seconds["inpaint"] = time.perf_counter() - tic
 
-    training = [_training_row("flow", "flow_net", s, f["training"]) for s, f in zip(seeds, flows)]
-    training += [_training_row("shape", "shape_model", s, r["training"]) for s, r in zip(seeds, shapes)]
-    training += [_training_row("inpaint", r, s, d["training"]) for (r, s), d in zip(jobs, done2)]
+    training = [training_row("flow", "flow_net", s, f["training"]) for s, f in zip(seeds, flows)]
+    training += [training_row("shape", "shape_model", s, r["training"]) for s, r in zip(seeds, shapes)]
+    training += [training_row("inpaint", r, s, d["training"]) for (r, s), d in zip(jobs, done2)]
     flow_rows = [dict(x, seed=s) for s, f in zip(seeds, flows) for x in f["scores"]]
     net_epe = {(x["seed"], x["sample"]): x["flow_net"] for x in flow_rows}  # the flow a flow-using row propagates along
     score_rows = [dict(x, seed=s, **({"epe": net_epe[(s, x["sample"])]} if setup.uses_flow(r) else {}))
                   for (r, s), d in zip(jobs, done2) for x in d["scores"]]
-    score_rows += [dict(x, seed=s) for x in classical["scores"] for s in seeds]
+    score_rows += [dict(x, seed=s) for part in classical for x in part["scores"] for s in seeds]
     shape_rows = [dict(x, seed=s) for s, r in zip(seeds, shapes) for x in r["scores"] if x["method"] == "shape_model"]
     shape_rows += [dict(x, seed=s) for x in shapes[0]["scores"] if x["method"] != "shape_model" for s in seeds]
     curves = {("flow", "flow_net", s): f["training"]["val_curve"] for s, f in zip(seeds, flows)}

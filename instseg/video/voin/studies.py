@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import pandas as pd
 from torch import nn
 
 from instseg.engine.checkpoint import atomic_write
-from instseg.video.tracking.runs import load_tracker_run
+from instseg.video.tracking.runs import build_tracker, load_tracker_run
 from instseg.video.voin.classical import dfvi_like
 from instseg.video.voin.data import VoiSample
 from instseg.video.voin.flow import FlowCompletionNet, complete_clip_flows
@@ -38,8 +39,8 @@ from instseg.video.voin.shape_training import track_categories
 from instseg.video.voin.tracked_masks import match_target, mean_iou, predict_tracked_amodal, track_clip, \
     tracked_sample
 from instseg.video.voin.experiment import (RunPaths, VoinSetup, annotations_path, eval_set, fingerprint,
-                                           finish_job, finished_result, load_flow, load_generator, load_shape,
-                                           pool_map, score_method, set_threads)
+                                           finish_job, load_flow, load_generator, load_shape,
+                                           pool_map, score_method, set_threads, start_job)
 
 
 def voin_inpaint(generator: nn.Module, flow_net: FlowCompletionNet | None, sample: VoiSample, crop: CropSettings,
@@ -94,12 +95,14 @@ def _seedless_job(setup: VoinSetup, paths: RunPaths, threads: int | None = None)
     tracker_dir = Path(paths.runs_root) / setup.tracker if setup.tracker else None
     tracker_key = _file_digest(tracker_dir) if tracker_dir is not None and tracker_dir.is_dir() else None
     key = fingerprint(setup.voi, setup.max_videos, setup.eval_samples, setup.study_samples, setup.dilations,
-                         setup.gross_errors, setup.tracker, tracker_key, setup.ssim_window)
-    if (done := finished_result(job_dir, key)) is not None and (tracker_key is None or (job_dir / "tracked.pkl").is_file()):
+                         setup.gross_errors, setup.tracker, dict(setup.tracker_config), tracker_key, setup.ssim_window)
+    if (done := start_job(job_dir, key, [] if tracker_key is None else [job_dir / "tracked.pkl"])) is not None:
         return done
     conditions = condition_names(setup.dilations, setup.gross_errors)
     rows, tracked = [], {}
     run = load_tracker_run(tracker_dir) if tracker_key is not None else None
+    if run is not None and setup.tracker_config:
+        run = replace(run, tracker=build_tracker(run.spec.tracker, {**run.spec.config, **setup.tracker_config}))
     for s in eval_set(setup, paths, study=True):
         dis = initial_flows(s.corrupted)
         for condition in conditions:
@@ -125,7 +128,7 @@ def _seed_job(setup: VoinSetup, seed: int, paths: RunPaths, with_tracked: bool, 
     voin_dir = Path(paths.out_dir) / f"voin_s{seed}"
     key = fingerprint(setup.voi, setup.max_videos, setup.eval_samples, setup.study_samples, setup.dilations,
                          setup.gross_errors, tracked_key, _file_digest(voin_dir), setup.ssim_window)
-    if (done := finished_result(job_dir, key)) is not None:
+    if (done := start_job(job_dir, key)) is not None:
         return done
     generator = load_generator(setup, "voin", seed, paths.out_dir)
     flow_net = load_flow(setup, seed, paths.out_dir) if setup.uses_flow("voin") else None
