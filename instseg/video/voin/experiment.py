@@ -19,7 +19,8 @@ generator. Scores (:mod:`scoring`) are per sample, so every comparison is paired
 
 Runs persist under ``out_dir``: each finished job leaves ``result.json`` (and its models' weights)
 and is not rerun while its settings are unchanged; an interrupted training resumes from its engine
-checkpoint; a job whose settings changed starts afresh in an emptied folder (:func:`start_job`). ``out_dir/voin_s<seed>`` is a VOIN run (generator, shape and flow models) that
+checkpoint; a job whose settings changed starts afresh in an emptied folder (:func:`start_job`).
+``out_dir/voin_s<seed>`` is a VOIN run (generator, shape and flow models, assembled after phase 2) that
 ``instseg inpaint --checkpoint`` reads.
 """
 
@@ -445,10 +446,6 @@ def _inpaint_job(setup: VoinSetup, row_name: str, seed: int, paths: RunPaths, th
     rows = [score_method(setup, paths, row_name, inpaint_clip(run.model, s, setup.inpaint.crop,
                                                         cropped=by_name[sample_name(s)]), s)
             for s in eval_set(setup, paths)]
-    if row_name == "voin":
-        save_voin_run(Path(paths.out_dir) / f"voin_s{seed}", run.model, load_shape(setup, seed, paths.out_dir),
-                      load_flow(setup, seed, paths.out_dir),
-                      InpaintConfig(setup.shape_training.crop_size, setup.shape_training.context))
     return finish_job(job_dir, key, {"training": _training(run) | {"sec_per_iter": run.sec_per_iter},
                                   "scores": rows})
 
@@ -520,6 +517,11 @@ def run_voin_experiment(setup: VoinSetup, data_root: str | Path, runs_root: str 
     jobs = [(r, s) for s in seeds for r in setup.rows]
     done2 = pool_map(setup, [(_inpaint_job, (setup, r, s, paths)) for r, s in jobs])
     seconds["inpaint"] = time.perf_counter() - tic
+    if "voin" in setup.rows:  # assembled anew every time: it holds the seed's current shape and flow models too
+        for s in seeds:
+            save_voin_run(Path(paths.out_dir) / f"voin_s{s}", load_generator(setup, "voin", s, paths.out_dir),
+                          load_shape(setup, s, paths.out_dir), load_flow(setup, s, paths.out_dir),
+                          InpaintConfig(setup.shape_training.crop_size, setup.shape_training.context))
 
     training = [training_row("flow", "flow_net", s, f["training"]) for s, f in zip(seeds, flows)]
     training += [training_row("shape", "shape_model", s, r["training"]) for s, r in zip(seeds, shapes)]

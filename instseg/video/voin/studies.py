@@ -127,7 +127,8 @@ def _seed_job(setup: VoinSetup, seed: int, paths: RunPaths, with_tracked: bool, 
     tracked_key = hashlib.sha256(tracked_file.read_bytes()).hexdigest()[:16] if with_tracked else None
     voin_dir = Path(paths.out_dir) / f"voin_s{seed}"
     key = fingerprint(setup.voi, setup.max_videos, setup.eval_samples, setup.study_samples, setup.dilations,
-                         setup.gross_errors, tracked_key, _file_digest(voin_dir), setup.ssim_window)
+                         setup.gross_errors, tracked_key, _file_digest(voin_dir), setup.shape_training,
+                         setup.shape_model, setup.ssim_window)
     if (done := start_job(job_dir, key)) is not None:
         return done
     generator = load_generator(setup, "voin", seed, paths.out_dir)
