@@ -57,8 +57,7 @@ from instseg.video.voin.flow import (FlowClip, FlowCompletionConfig, FlowComplet
                                      train_flow_completion)
 from instseg.video.voin.flow_targets import initial_flows, sample_flows
 from instseg.video.voin.generator import GeneratorConfig
-from instseg.video.voin.inpaint_data import InpaintCrop, crop_sample, sample_name
-from instseg.video.voin.propagation import propagate
+from instseg.video.voin.inpaint_data import InpaintCrop, crop_sample, propagate_sample, sample_name, track_key
 from instseg.video.voin.inpaint_gan import InpaintRow, InpaintTraining, voin_generator
 from instseg.video.voin.inpaint_training import category_labels, inpaint_clip, table_rows, train_inpainter
 from instseg.video.voin.losses import LossWeights
@@ -255,11 +254,11 @@ def _labels(paths: RunPaths, split: str = "train") -> tuple[dict[tuple[int, int]
 
 
 def _label(paths: RunPaths, split: str, sample: VoiSample) -> int:
-    return _labels(paths, split)[0][(int(sample.meta["video_id"]), int(sample.meta["track_id"]))]
+    return _labels(paths, split)[0][track_key(sample)]
 
 
 def score_method(setup: VoinSetup, paths: RunPaths, method: str, pred: np.ndarray, sample: VoiSample,
-           hole: np.ndarray | None = None, **extra: Any) -> dict[str, Any]:
+                 hole: np.ndarray | None = None, **extra: Any) -> dict[str, Any]:
     return {"method": method, "sample": sample_name(sample), "kind": sample.meta.get("kind"),
             **score_inpainting(pred, sample, _exact(paths, sample)["forward"], _lpips(), hole, setup.ssim_window),
             **extra}
@@ -296,8 +295,7 @@ def build_splits(setup: VoinSetup, data_root: str | Path, voi_root: str | Path) 
 def _shape_clips(paths: RunPaths, split: str) -> list:
     def load() -> list:
         categories = track_categories(annotations_path(paths, split))
-        return [clip_from_sample(s, categories[(int(s.meta["video_id"]), int(s.meta["track_id"]))], sample_name(s))
-                for s in _samples(paths, split)]
+        return [clip_from_sample(s, categories[track_key(s)], sample_name(s)) for s in _samples(paths, split)]
     return _once(f"shape_clips:{split}", load)
 
 
@@ -375,9 +373,7 @@ def _flow_job(setup: VoinSetup, seed: int, paths: RunPaths, threads: int | None 
                              "dis": hole_epe(clip.init, clip.exact, s.occluded),
                              **{f"flow_net_{k}": v for k, v in _epe_sums(completed, clip.exact, s).items()},
                              **{f"dis_{k}": v for k, v in _epe_sums(clip.init, clip.exact, s).items()}})
-            prop = propagate(s.corrupted, s.occluded, s.amodal, completed["forward"], completed["backward"],
-                             record=sample_name(s))
-            crops.append(crop_sample(s, setup.inpaint.crop, _label(paths, split, s), prop))
+            crops.append(crop_sample(s, setup.inpaint.crop, _label(paths, split, s), propagate_sample(s, completed)))
         atomic_write(_crops_path(paths, split, seed), lambda f, c=crops: pickle.dump(c, f))
     return finish_job(job_dir, key, {"training": _training(run), "scores": rows})
 
@@ -397,10 +393,10 @@ def _classical_job(setup: VoinSetup, paths: RunPaths, part: int = 0, parts: int 
         args = (s.corrupted, s.visible, s.occluded, s.amodal)
         rows.append(score_method(setup, paths, "telea", cv2_inpaint_only(*args, record=name), s))
         rows.append(score_method(setup, paths, "dfvi_like", dfvi_like(*args, dis, record=name), s,
-                           epe=hole_epe(dis, exact, s.occluded)))
+                                 epe=hole_epe(dis, exact, s.occluded)))
         edge = edge_guided_flows(dis, s.occluded, s.amodal, record=name)
         rows.append(score_method(setup, paths, "fgvc_like", dfvi_like(*args, edge, record=name), s,
-                           epe=hole_epe(edge, exact, s.occluded)))
+                                 epe=hole_epe(edge, exact, s.occluded)))
         rows.append(score_method(setup, paths, "dfvi_like_exact", dfvi_like(*args, exact, record=name), s))
         rows.append({"method": "clean", "sample": name, "kind": s.meta.get("kind"),
                      "ewarp": clean_warping_error(s, exact["forward"])})

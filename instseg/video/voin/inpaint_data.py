@@ -149,6 +149,21 @@ def crop_sample(sample: VoiSample, crop: CropSettings, label: int = 0, propagati
     return out
 
 
+def track_key(sample: VoiSample) -> tuple[int, int]:
+    """``(video_id, track_id)`` of the sample's target: how annotation-file lookups find it."""
+    return int(sample.meta["video_id"]), int(sample.meta["track_id"])
+
+
+def propagate_sample(sample: VoiSample, flows: Mapping[str, np.ndarray]) -> Propagation:
+    """The sample's known object pixels propagated into its hole along ``flows`` (both directions)."""
+    name = sample_name(sample)
+    missing = [k for k in ("forward", "backward") if k not in flows]
+    if missing:
+        raise InputError(f"the flow source returned no {missing} flow", record=name)
+    return propagate(sample.corrupted, sample.occluded, sample.amodal, flows["forward"], flows["backward"],
+                     record=name)
+
+
 def dis_flows(sample: VoiSample) -> dict[str, np.ndarray]:
     """The default flow source: DIS on the corrupted frames, both directions."""
     return initial_flows(sample.corrupted)
@@ -169,12 +184,7 @@ class PropagationCache:
         name = sample_name(sample)
         if name not in self._store:
             start = time.perf_counter()
-            flows = self.flows(sample)
-            missing = [k for k in ("forward", "backward") if k not in flows]
-            if missing:
-                raise InputError(f"the flow source returned no {missing} flow", record=name)
-            self._store[name] = propagate(sample.corrupted, sample.occluded, sample.amodal, flows["forward"],
-                                          flows["backward"], record=name)
+            self._store[name] = propagate_sample(sample, self.flows(sample))
             self.computed += 1
             self.seconds += time.perf_counter() - start
         return self._store[name]

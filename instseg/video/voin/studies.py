@@ -31,10 +31,9 @@ from instseg.video.voin.classical import dfvi_like
 from instseg.video.voin.data import VoiSample
 from instseg.video.voin.flow import FlowCompletionNet, complete_clip_flows
 from instseg.video.voin.flow_targets import initial_flows
-from instseg.video.voin.inpaint_data import CropSettings, crop_sample, sample_name
+from instseg.video.voin.inpaint_data import CropSettings, crop_sample, propagate_sample, sample_name, track_key
 from instseg.video.voin.inpaint_training import inpaint_clip
 from instseg.video.voin.mask_errors import condition_names, corrupt_masks
-from instseg.video.voin.propagation import propagate
 from instseg.video.voin.shape_training import track_categories
 from instseg.video.voin.tracked_masks import match_target, mean_iou, predict_tracked_amodal, track_clip, \
     tracked_sample
@@ -53,9 +52,8 @@ def voin_inpaint(generator: nn.Module, flow_net: FlowCompletionNet | None, sampl
     propagation = None
     if flow_net is not None:
         dis = initial_flows(sample.corrupted) if dis is None else dis
-        flows = complete_clip_flows(flow_net, sample.corrupted, sample.visible, sample.amodal, dis)
-        propagation = propagate(sample.corrupted, sample.occluded, sample.amodal, flows["forward"], flows["backward"],
-                                record=sample_name(sample))
+        propagation = propagate_sample(sample, complete_clip_flows(flow_net, sample.corrupted, sample.visible,
+                                                                   sample.amodal, dis))
     return inpaint_clip(generator, sample, crop, cropped=crop_sample(sample, crop, propagation=propagation))
 
 
@@ -72,7 +70,7 @@ def _hole_sizes(given: VoiSample, truth: VoiSample) -> dict[str, float]:
 
 
 def _file_digest(folder: Path) -> str:
-    """A digest of a run folder's files (names, sizes and bytes): tracked masks are redone when it changes."""
+    """A digest of a run folder's files (names and bytes): the study jobs that read the run redo when it changes."""
     h = hashlib.sha256()
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         h.update(f.relative_to(folder).as_posix().encode())
@@ -95,7 +93,7 @@ def _seedless_job(setup: VoinSetup, paths: RunPaths, threads: int | None = None)
     tracker_dir = Path(paths.runs_root) / setup.tracker if setup.tracker else None
     tracker_key = _file_digest(tracker_dir) if tracker_dir is not None and tracker_dir.is_dir() else None
     key = fingerprint(setup.voi, setup.max_videos, setup.eval_samples, setup.study_samples, setup.dilations,
-                         setup.gross_errors, setup.tracker, dict(setup.tracker_config), tracker_key, setup.ssim_window)
+                      setup.gross_errors, setup.tracker, dict(setup.tracker_config), tracker_key, setup.ssim_window)
     if (done := start_job(job_dir, key, [] if tracker_key is None else [job_dir / "tracked.pkl"])) is not None:
         return done
     conditions = condition_names(setup.dilations, setup.gross_errors)
@@ -108,7 +106,7 @@ def _seedless_job(setup: VoinSetup, paths: RunPaths, threads: int | None = None)
         for condition in conditions:
             given = corrupt_masks(s, condition)
             rows.append(score_method(setup, paths, "dfvi_like", dfvi_inpaint(given, dis), s, given.occluded,
-                                  study="robustness", condition=condition, **_hole_sizes(given, s)))
+                                     study="robustness", condition=condition, **_hole_sizes(given, s)))
         rows.append(score_method(setup, paths, "input", s.corrupted, s, study="end_to_end", masks="none"))
         if run is not None:
             tracked[sample_name(s)] = match_target(track_clip(run, s.corrupted), s.visible)
@@ -124,18 +122,19 @@ def _seed_job(setup: VoinSetup, seed: int, paths: RunPaths, with_tracked: bool, 
     set_threads(threads)
     job_dir = _study_dir(paths) / f"seed_s{seed}"
     tracked_file = _study_dir(paths) / "seedless" / "tracked.pkl"
-    tracked_key = hashlib.sha256(tracked_file.read_bytes()).hexdigest()[:16] if with_tracked else None
+    tracked_bytes = tracked_file.read_bytes() if with_tracked else None
+    tracked_key = hashlib.sha256(tracked_bytes).hexdigest()[:16] if tracked_bytes is not None else None
     voin_dir = Path(paths.out_dir) / f"voin_s{seed}"
     key = fingerprint(setup.voi, setup.max_videos, setup.eval_samples, setup.study_samples, setup.dilations,
-                         setup.gross_errors, tracked_key, _file_digest(voin_dir), setup.shape_training,
-                         setup.shape_model, setup.ssim_window)
+                      setup.gross_errors, tracked_key, _file_digest(voin_dir), setup.shape_training,
+                      setup.shape_model, setup.ssim_window)
     if (done := start_job(job_dir, key)) is not None:
         return done
     generator = load_generator(setup, "voin", seed, paths.out_dir)
     flow_net = load_flow(setup, seed, paths.out_dir) if setup.uses_flow("voin") else None
     shape = load_shape(setup, seed, paths.out_dir)
     crop = setup.inpaint.crop
-    tracked = pickle.loads(tracked_file.read_bytes()) if with_tracked else {}
+    tracked = pickle.loads(tracked_bytes) if tracked_bytes is not None else {}
     categories = track_categories(annotations_path(paths, "val"))
     rows, matches = [], []
     for s in eval_set(setup, paths, study=True):
@@ -143,7 +142,8 @@ def _seed_job(setup: VoinSetup, seed: int, paths: RunPaths, with_tracked: bool, 
         for condition in condition_names(setup.dilations, setup.gross_errors):
             given = corrupt_masks(s, condition)
             rows.append(score_method(setup, paths, "voin", voin_inpaint(generator, flow_net, given, crop, dis), s,
-                                  given.occluded, study="robustness", condition=condition, **_hole_sizes(given, s)))
+                                     given.occluded, study="robustness", condition=condition,
+                                     **_hole_sizes(given, s)))
         if name not in tracked:
             continue
         target = tracked[name]
@@ -151,13 +151,11 @@ def _seed_job(setup: VoinSetup, seed: int, paths: RunPaths, with_tracked: bool, 
         given = tracked_sample(s, target.visible, amodal)
         for method, pred in (("voin", voin_inpaint(generator, flow_net, given, crop, dis)),
                              ("dfvi_like", dfvi_inpaint(given, dis))):
-            rows.append(score_method(setup, paths, method, pred, s, given.occluded, study="end_to_end", masks="tracked",
-                                  **_hole_sizes(given, s)))
-        true_category = categories[(int(s.meta["video_id"]), int(s.meta["track_id"]))]
+            rows.append(score_method(setup, paths, method, pred, s, given.occluded, study="end_to_end",
+                                     masks="tracked", **_hole_sizes(given, s)))
         matches.append({"sample": name, "kind": s.meta.get("kind"), "missed": target.missed,
-                        "visible_iou": target.iou, "category_correct": target.category == true_category,
-                        "amodal_iou": mean_iou(given.amodal, s.amodal), "hole_iou": mean_iou(given.occluded, s.occluded),
-                        "true_hole_px": float(s.occluded.sum()), "hole_px": float(given.occluded.sum())})
+                        "visible_iou": target.iou, "category_correct": target.category == categories[track_key(s)],
+                        "amodal_iou": mean_iou(given.amodal, s.amodal), **_hole_sizes(given, s)})
     return finish_job(job_dir, key, {"scores": rows, "matches": matches})
 
 
