@@ -161,3 +161,10 @@ def test_a_job_resumes_under_its_own_settings_and_starts_afresh_under_others(tmp
     assert start_job(job, "a") == {"fingerprint": "a", "scores": []}
     assert start_job(job, "a", [job / "crops.pkl"]) is None  # finished, but a file it needs is missing
     assert start_job(job, "b") is None and not (job / "checkpoints").exists()  # other settings: emptied
+
+
+def test_studies_need_the_true_masks_and_known_gross_errors():
+    with pytest.raises(InputError, match="dilation 0"):
+        VoinSetup(dilations=(4, 14)).check()
+    with pytest.raises(InputError, match="unknown gross errors"):
+        VoinSetup(gross_errors=("blur",)).check()
