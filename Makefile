@@ -29,3 +29,4 @@ bench: install
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_heads.py
 	$(PY) benchmarks/bench_attention.py
+	$(PY) benchmarks/bench_pcan_kernels.py

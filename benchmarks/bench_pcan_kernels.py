@@ -1,0 +1,85 @@
+"""Wall time of the two kernels that dominated a PCAN clip-training step at ``cpu`` scale, each
+against its reference formulation measured in the same run (medians of ``--repeat`` runs, one
+thread, as the notebook's workers run):
+
+- ``assign`` (eq. 5.3's softmax over prototypes, computed along dim 1 of a [B, K, P] layout)
+  against the same softmax over the last dimension of [B, P, K];
+- ``roi_align_bilinear`` (each item's map read in place by one grid) against torchvision's
+  ``roi_align`` with the same settings (aligned, one sample per bin).
+
+Sizes are a PCAN batch's: 8 frames (4 clips, key + reference) of 28 ROIs each on the FPN maps of a
+128² frame (P2-P5: 32² ... 4², 32 channels), instance EM over 14 x 14 ROI features with 10
+prototypes; forward, and forward + backward where the kernel is trained through.
+
+Usage: python benchmarks/bench_pcan_kernels.py [--repeat 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torchvision.ops import roi_align
+
+from instseg.video.layers.prototypes import assign, squared_distances
+from instseg.video.layers.roi_sampling import roi_align_bilinear
+
+
+def _median_ms(fn: Callable[[], object], repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return 1e3 * statistics.median(times)
+
+
+def _last_dim_assign(points: torch.Tensor, prototypes: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(-squared_distances(points, prototypes) / temperature, dim=-1)
+
+
+def _row(name: str, ours: float, reference: float) -> None:
+    print(f"{name:<44} ours {ours:8.2f} ms   reference {reference:8.2f} ms   speed-up {reference / ours:5.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    for rois, positions, k in ((136, 196, 10), (136, 196, 20), (24, 256, 30)):
+        points = torch.randn(rois, positions, 32, generator=g)
+        mu = torch.randn(rois, k, 32, generator=g)
+        _row(f"assign [{rois}, {positions}, K={k}] forward", _median_ms(lambda: assign(points, mu, 0.1), args.repeat),
+             _median_ms(lambda: _last_dim_assign(points, mu, 0.1), args.repeat))
+        grad = points.clone().requires_grad_()
+        _row(f"assign [{rois}, {positions}, K={k}] fwd+bwd",
+             _median_ms(lambda: assign(grad, mu, 0.1).pow(2).sum().backward(), args.repeat),
+             _median_ms(lambda: _last_dim_assign(grad, mu, 0.1).pow(2).sum().backward(), args.repeat))
+    boxes = []
+    for _ in range(8):
+        xy = torch.rand(28, 2, generator=g) * 90
+        boxes.append(torch.cat([xy, (xy + 8 + torch.rand(28, 2, generator=g) * 30).clamp(max=128)], dim=1))
+    for side in (32, 16, 8, 4):
+        maps = torch.randn(8, 32, side, side, generator=g)
+        scale = side / 128
+
+        def ours() -> torch.Tensor:
+            return roi_align_bilinear(maps, boxes, 14, scale)
+
+        def reference() -> torch.Tensor:
+            return roi_align(maps, boxes, 14, spatial_scale=scale, sampling_ratio=1, aligned=True)
+
+        _row(f"RoIAlign {side}x{side} map, 224 ROIs, forward", _median_ms(ours, args.repeat), _median_ms(reference, args.repeat))
+        maps.requires_grad_()
+        _row(f"RoIAlign {side}x{side} map, 224 ROIs, fwd+bwd", _median_ms(lambda: ours().sum().backward(), args.repeat),
+             _median_ms(lambda: reference().sum().backward(), args.repeat))
+
+
+if __name__ == "__main__":
+    main()
