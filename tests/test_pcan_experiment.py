@@ -58,3 +58,13 @@ def test_every_row_is_scored_with_its_kind_and_runs_track_a_video(smoke_setups, 
     assert main(["track", "--video", str(video), "--checkpoint", str(tmp_path / "pcan" / "pcan_s0"),
                  "--out", str(out)]) == 0
     assert out.is_file()
+
+
+def test_the_bilayer_row_reads_its_own_schedule_over_the_refine_one() -> None:
+    setup = PCANSetup.from_dict({"refine": {"iters": 300, "lr": 0.002}, "bilayer_refine": {"iters": 600}})
+    assert setup.refine_training("bilayer").iters == 600
+    assert setup.refine_training("bilayer").lr == 0.002  # the rest from ``refine``
+    assert setup.refine_training("protos_10_10").iters == 300
+    assert PCANSetup.from_dict({}).refine_training("bilayer") == PCANSetup.from_dict({}).refine
+    with pytest.raises(InputError, match="pcan.refine"):
+        PCANSetup.from_dict({"bilayer_refine": {"itres": 600}})

@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,9 @@ class PCANSetup:
     prototype_numbers: tuple[tuple[int, int], ...] = ((0, 0), (1, 0), (0, 1), (1, 1), (5, 5), (10, 10), (30, 30))
     bilayer: bool = True
     refine: RefineTraining = field(default_factory=RefineTraining)
+    # The bilayer head's schedule over ``refine`` (e.g. more iterations): it learns BCNet's occluder
+    # branch from scratch under four loss terms, and is compared with its twin at both plateaus.
+    bilayer_refine: dict[str, Any] = field(default_factory=dict)
     bank_levels: tuple[str, ...] = ("p2", "p3")  # the released code's test-time bank
     val_loss_videos: int = 8
     workers: int = 2
@@ -88,7 +91,14 @@ class PCANSetup:
         setup = config_from_dict(cls, values, "pcan")
         if "pcan" not in setup.trained:
             raise InputError("pcan.trained must hold the default row 'pcan'", record="pcan.trained")
+        setup.refine_training("bilayer")  # an unknown key fails here, not after the clip trainings
         return setup
+
+    def refine_training(self, row: str) -> RefineTraining:
+        """The schedule of refine row ``row``: ``refine``, with ``bilayer_refine`` over it for the bilayer head."""
+        if row != "bilayer" or not self.bilayer_refine:
+            return self.refine
+        return RefineTraining.from_dict({**asdict(self.refine), **self.bilayer_refine})
 
     def config(self, row: str) -> PCANConfig:
         return PCANConfig.from_dict({**self.model, **self.trained[row]})
@@ -204,8 +214,8 @@ def _row_job(setup: PCANSetup, tracking: TrackingSetup, row: str, seed: int, inp
         if changes:
             rois = frozen_rois(model, train), frozen_rois(model, val_loss)
             for name, change in changes.items():
-                refined = train_refine(refine_variant(model, seed, **change), setup.refine, *rois, seed,
-                                       out_dir=out_dir / f"{name}_s{seed}", resume=resume)
+                refined = train_refine(refine_variant(model, seed, **change), setup.refine_training(name), *rois,
+                                       seed, out_dir=out_dir / f"{name}_s{seed}", resume=resume)
                 save_pcan_run(out_dir / f"{name}_s{seed}", refined.model, inputs.detector_run, dict(tracking.quasi_dense))
                 training.append(_training_row(name, seed, "refine", refined))
                 rows |= alone(name, "refine", refined.model)
