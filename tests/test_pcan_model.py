@@ -247,3 +247,20 @@ def test_at_initialisation_pcan_embeds_as_the_baseline_head_does(video: CachedVi
     enhanced = moved.enhance(levels, memory)
     rois = moved.pool(enhanced, [frame.rois], (64, 64), (64, 64))
     assert not torch.allclose(moved.embed(levels, rois, [frame.rois], (64, 64), (64, 64)), model.embed_head(base))
+
+
+def test_module_effects_are_zero_for_the_identity_frame_module_and_see_a_moved_one(video: CachedVideo) -> None:
+    from instseg.video.pcan.diagnostics import module_effects
+
+    torch.manual_seed(0)
+    model = PCAN(PCANConfig(memory_length=3, **SMALL), C)
+    fresh = module_effects(model, [video])
+    assert fresh["frame_change"] == 0.0  # the fusion starts at zero
+    assert all(0.0 <= fresh[k] <= 1.0 for k in ("refine_flips", "maps_flips"))
+    moved = module_effects(_fusion_moved(model), [video])
+    assert moved["frame_change"] > 0.01
+    # a refine head whose last layer is zero outputs the coarse logits: nothing flips
+    for p in model.refine_head.parameters():
+        torch.nn.init.zeros_(p)
+    zeroed = module_effects(model, [video])
+    assert zeroed["refine_flips"] == zeroed["maps_flips"] == 0.0
