@@ -75,7 +75,8 @@ def main() -> None:
         def reference() -> torch.Tensor:
             return roi_align(maps, boxes, 14, spatial_scale=scale, sampling_ratio=1, aligned=True)
 
-        _row(f"RoIAlign {side}x{side} map, 224 ROIs, forward", _median_ms(ours, args.repeat), _median_ms(reference, args.repeat))
+        _row(f"RoIAlign {side}x{side} map, 224 ROIs, forward", _median_ms(ours, args.repeat),
+             _median_ms(reference, args.repeat))
         maps.requires_grad_()
         _row(f"RoIAlign {side}x{side} map, 224 ROIs, fwd+bwd", _median_ms(lambda: ours().sum().backward(), args.repeat),
              _median_ms(lambda: reference().sum().backward(), args.repeat))

@@ -259,7 +259,7 @@ def test_module_effects_are_zero_for_the_identity_frame_module_and_see_a_moved_o
     assert all(0.0 <= fresh[k] <= 1.0 for k in ("refine_flips", "maps_flips"))
     moved = module_effects(_fusion_moved(model), [video])
     assert moved["frame_change"] > 0.01
-    # a refine head whose last layer is zero outputs the coarse logits: nothing flips
+    # with every refine-head parameter zero the refined mask is the coarse logits: nothing flips
     for p in model.refine_head.parameters():
         torch.nn.init.zeros_(p)
     zeroed = module_effects(model, [video])

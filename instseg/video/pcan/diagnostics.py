@@ -27,17 +27,12 @@ from instseg.video.pcan.model import PCAN
 def module_effects(model: PCAN, videos: Sequence[CachedVideo]) -> dict[str, float]:
     """``frame_change``, ``refine_flips`` and ``maps_flips`` (see the module docstring) of ``model`` on ``videos``."""
     model.eval()
-    span = model.config.memory_length - 1
     changes: list[float] = []
     refine_flips = maps_flips = pixels = 0
     for video in videos:
-        memory: list = []
-        for frame in video.frames:
-            levels = {k: v[None].float() for k, v in frame.levels.items()}
-            enhanced = model.enhance(levels, memory)
-            if span:
-                memory = (memory + [model.memory_entry(levels)])[-span:]
-            changes += [float((enhanced[k] - levels[k]).norm() / levels[k].norm().clamp(min=1e-12)) for k in model.frame]
+        for frame, levels, enhanced in model.stream(video.frames):
+            changes += [float((enhanced[k] - levels[k]).norm() / levels[k].norm().clamp(min=1e-12))
+                        for k in model.frame]
             boxes = frame.detections.boxes
             if not len(boxes):
                 continue

@@ -34,7 +34,7 @@ the frame module through the last M-step).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ from instseg.errors import InputError
 from instseg.models.mask_heads.bcnet import BilayerMaskHead
 from instseg.models.mask_heads.fcn import mask_head_loss
 from instseg.video.layers.frame_attention import (FrameNonLocalAttention, FramePrototypicalAttention,
-                                                  FrameTransformerAttention)
+                                                  FrameTransformerAttention, RunningPrototypeBank)
 from instseg.video.layers.instance_attention import TemporalSegmentationHead, attention_maps, instance_prototypes
 from instseg.video.layers.roi_sampling import roi_align_bilinear
 from instseg.video.models.trackers.base import config_from_dict
@@ -174,6 +174,26 @@ class PCAN(nn.Module):
         for name, module in self.frame.items():
             out[name] = module(out[name], [m[name] for m in memory])
         return out
+
+    @torch.no_grad()
+    def stream(self, frames: Iterable[Any], banks: Mapping[str, RunningPrototypeBank] | None = None
+               ) -> Iterator[tuple[Any, dict[str, Tensor], dict[str, Tensor]]]:
+        """A video's frames in order (anything with cached ``levels``: maps [C, h, w] by FPN name) as
+        at test time: each frame with its maps (batched, float; the released code's ``banks``, restarted
+        for the video, applied at their levels) and those maps enhanced by the memory of the frames
+        before it. Only the memory is kept, so ``frames`` may be a live stream."""
+        span = self.config.memory_length - 1
+        for bank in (banks or {}).values():
+            bank.reset()
+        memory: list = []
+        for frame in frames:
+            levels = {k: v[None].float() for k, v in frame.levels.items()}
+            for name, bank in (banks or {}).items():
+                levels[name] = bank(levels[name])
+            enhanced = self.enhance(levels, memory)
+            if span:
+                memory = (memory + [self.memory_entry(levels)])[-span:]
+            yield frame, levels, enhanced
 
     # ROI level ---------------------------------------------------------------------------------
     def pool(self, levels: Mapping[str, Tensor], boxes: Sequence[Tensor], feature_size: tuple[int, int],

@@ -71,18 +71,12 @@ def frozen_rois(model: PCAN, videos: Sequence[CachedVideo]) -> RoiSet:
     """The ROI set of ``videos`` (training caches) under ``model``'s frame module, each frame
     enhanced by the memory before it as at test time."""
     model.eval()
-    span = model.config.memory_length - 1
     features, logits, previous = [], [], []
     targets: dict[str, list[Tensor]] = {}
     count = 0
     for video in videos:
-        memory: list = []
         before: dict[int, int] = {}
-        for frame in video.frames:
-            levels = {k: v[None].float() for k, v in frame.levels.items()}
-            enhanced = model.enhance(levels, memory)
-            if span:
-                memory = (memory + [model.memory_entry(levels)])[-span:]
+        for frame, _, enhanced in model.stream(video.frames):
             rows = torch.nonzero(frame.roi_track_ids >= 0).flatten()
             tracks = frame.roi_track_ids[rows].tolist()
             if len(rows):

@@ -108,21 +108,11 @@ def track_frames_pcan(model: PCAN, frames: Iterable[CachedFrame], size: tuple[in
     model.eval()
     for refiner, _ in variants.values():
         refiner.eval()
-    span = model.config.memory_length - 1
     linker = QuasiDenseTracker(tracker or QuasiDenseConfig())
     tracklets = {name: TrackletPrototypes(refiner, m) for name, (refiner, m) in variants.items()}
     if tracklets_out is not None:
         tracklets_out.update(tracklets)
-    for bank in (banks or {}).values():
-        bank.reset()
-    memory: list = []
-    for frame in frames:
-        levels = {k: v[None].float() for k, v in frame.levels.items()}
-        for name, bank in (banks or {}).items():
-            levels[name] = bank(levels[name])
-        enhanced = model.enhance(levels, memory)
-        if span:
-            memory = (memory + [model.memory_entry(levels)])[-span:]
+    for frame, levels, enhanced in model.stream(frames, banks):
         det = frame.detections
         rois = model.pool(enhanced, [det.boxes], frame.feature_size, size)
         ids = linker.update({**det.as_dict(), "embeddings": model.embed(levels, rois, [det.boxes], frame.feature_size,
