@@ -5,7 +5,9 @@ thread, as the notebook's workers run):
 - ``assign`` (eq. 5.3's softmax over prototypes, computed along dim 1 of a [B, K, P] layout)
   against the same softmax over the last dimension of [B, P, K];
 - ``roi_align_bilinear`` (each item's map read in place by one grid) against torchvision's
-  ``roi_align`` with the same settings (aligned, one sample per bin).
+  ``roi_align`` with the same settings (aligned, one sample per bin);
+- the clip training's validation loss (PCAN's default model, no grad) over 32 clips measured 4 at
+  a time, as ``FixedBatchValidation`` now does, against the same clips in one batch.
 
 Sizes are a PCAN batch's: 8 frames (4 clips, key + reference) of 28 ROIs each on the FPN maps of a
 128² frame (P2-P5: 32² ... 4², 32 channels), instance EM over 14 x 14 ROI features with 10
@@ -26,6 +28,10 @@ from torchvision.ops import roi_align
 
 from instseg.video.layers.prototypes import assign, squared_distances
 from instseg.video.layers.roi_sampling import roi_align_bilinear
+from instseg.video.models.inference import FrameDetections
+from instseg.video.pcan.cache import TARGET_KEYS, CachedFrame, CachedVideo
+from instseg.video.pcan.model import PCAN, PCANConfig
+from instseg.video.pcan.training import clips_loss
 
 
 def _median_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -44,6 +50,26 @@ def _last_dim_assign(points: torch.Tensor, prototypes: torch.Tensor, temperature
 
 def _row(name: str, ours: float, reference: float) -> None:
     print(f"{name:<44} ours {ours:8.2f} ms   reference {reference:8.2f} ms   speed-up {reference / ours:5.2f}x")
+
+
+def _video(g: torch.Generator, index: int, frames: int = 12, rois: int = 28) -> CachedVideo:
+    """A synthetic training cache at the ``cpu`` sizes: 128² frames, P2-P5 of 32 channels, 28 ROIs
+    per frame, 8 of them matched to tracks that are in every frame."""
+    out = []
+    for _ in range(frames):
+        levels = {name: torch.randn(32, side, side, generator=g).half() for name, side in
+                  (("0", 32), ("1", 16), ("2", 8), ("3", 4))}
+        xy = torch.rand(rois, 2, generator=g) * 90
+        boxes = torch.cat([xy, (xy + 8 + torch.rand(rois, 2, generator=g) * 30).clamp(max=128)], dim=1)
+        ids = torch.full((rois,), -1)
+        ids[:8] = torch.arange(1, 9)
+        det = FrameDetections(boxes[:8], torch.ones(8), torch.ones(8, dtype=torch.int64),
+                              torch.zeros(8, 128, 128, dtype=torch.bool))
+        logits = torch.randn(rois, 28, 28, generator=g).half()
+        targets = {k: torch.rand(rois, 28, 28, generator=g) > 0.5 for k in TARGET_KEYS}
+        out.append(CachedFrame(levels, (128, 128), det, logits[:8], boxes, torch.ones(rois, dtype=torch.int64), ids,
+                               logits, {k: k - 1 for k in range(1, 9)}, targets))
+    return CachedVideo(index, f"v{index}", (128, 128), out)
 
 
 def main() -> None:
@@ -80,6 +106,17 @@ def main() -> None:
         maps.requires_grad_()
         _row(f"RoIAlign {side}x{side} map, 224 ROIs, fwd+bwd", _median_ms(lambda: ours().sum().backward(), args.repeat),
              _median_ms(lambda: reference().sum().backward(), args.repeat))
+    videos = [_video(g, v) for v in range(8)]
+    torch.manual_seed(0)
+    model = PCAN(PCANConfig(), 32).train()
+    clips = [(videos[k % 8], 3 + k // 8, 4 + k // 8) for k in range(32)]
+
+    def chunked() -> float:
+        return sum(float(sum(clips_loss(model, clips[i:i + 4]).values())) for i in range(0, 32, 4)) / 8
+
+    with torch.no_grad():
+        _row("validation loss, 32 clips (4 at a time)", _median_ms(chunked, max(args.repeat // 4, 3)),
+             _median_ms(lambda: clips_loss(model, clips), max(args.repeat // 4, 3)))
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ def train_refine(variant: PCAN, training: RefineTraining, train: RoiSet, val: Ro
     engine = training.engine_config(seed)
     fixed = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:training.val_rois]
     val_path = None if out_dir is None else Path(out_dir) / "val_loss.csv"
-    validation = FixedBatchValidation(variant, [(val, fixed)], training.iters, val_path, loss_fn=refine_loss)
+    batches = [(val, chunk) for chunk in fixed.split(training.rois_per_batch)]
+    validation = FixedBatchValidation(variant, batches, training.iters, val_path, loss_fn=refine_loss)
     start = time.perf_counter()
     summary = Trainer(variant, None, engine, out_dir, loss_fn=refine_loss, callbacks=[validation],
                       batches=RoiBatches(train, training.rois_per_batch, seed)).train(resume=resume)

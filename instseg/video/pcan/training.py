@@ -202,7 +202,8 @@ def train_pcan(config: PCANConfig, training: PCANTraining, train: Sequence[Cache
                           training.max_gap)
     val_batch = [(val[v], t, max(r, first) if max(r, first) != t else t + 1) for v, t, r in val_keys]
     val_path = None if out_dir is None else Path(out_dir) / "val_loss.csv"
-    validation = FixedBatchValidation(model, [val_batch], training.iters, val_path, loss_fn=clips_loss)
+    chunks = [val_batch[i:i + training.clips_per_batch] for i in range(0, len(val_batch), training.clips_per_batch)]
+    validation = FixedBatchValidation(model, chunks, training.iters, val_path, loss_fn=clips_loss)
     start = time.perf_counter()
     settings = {"model": config.to_dict(), "training": asdict(training), "embed_init": embed_init is not None}
     summary = Trainer(model, None, engine, out_dir, loss_fn=clips_loss, callbacks=[validation], run_settings=settings,
