@@ -52,6 +52,12 @@ def _row(name: str, ours: float, reference: float) -> None:
     print(f"{name:<44} ours {ours:8.2f} ms   reference {reference:8.2f} ms   speed-up {reference / ours:5.2f}x")
 
 
+def _boxes(g: torch.Generator, n: int) -> torch.Tensor:
+    """``n`` random xyxy boxes of side 8-38 inside a 128² frame."""
+    xy = torch.rand(n, 2, generator=g) * 90
+    return torch.cat([xy, (xy + 8 + torch.rand(n, 2, generator=g) * 30).clamp(max=128)], dim=1)
+
+
 def _video(g: torch.Generator, index: int, frames: int = 12, rois: int = 28) -> CachedVideo:
     """A synthetic training cache at the ``cpu`` sizes: 128² frames, P2-P5 of 32 channels, 28 ROIs
     per frame, 8 of them matched to tracks that are in every frame."""
@@ -59,8 +65,7 @@ def _video(g: torch.Generator, index: int, frames: int = 12, rois: int = 28) -> 
     for _ in range(frames):
         levels = {name: torch.randn(32, side, side, generator=g).half() for name, side in
                   (("0", 32), ("1", 16), ("2", 8), ("3", 4))}
-        xy = torch.rand(rois, 2, generator=g) * 90
-        boxes = torch.cat([xy, (xy + 8 + torch.rand(rois, 2, generator=g) * 30).clamp(max=128)], dim=1)
+        boxes = _boxes(g, rois)
         ids = torch.full((rois,), -1)
         ids[:8] = torch.arange(1, 9)
         det = FrameDetections(boxes[:8], torch.ones(8), torch.ones(8, dtype=torch.int64),
@@ -87,10 +92,7 @@ def main() -> None:
         _row(f"assign [{rois}, {positions}, K={k}] fwd+bwd",
              _median_ms(lambda: assign(grad, mu, 0.1).pow(2).sum().backward(), args.repeat),
              _median_ms(lambda: _last_dim_assign(grad, mu, 0.1).pow(2).sum().backward(), args.repeat))
-    boxes = []
-    for _ in range(8):
-        xy = torch.rand(28, 2, generator=g) * 90
-        boxes.append(torch.cat([xy, (xy + 8 + torch.rand(28, 2, generator=g) * 30).clamp(max=128)], dim=1))
+    boxes = [_boxes(g, 28) for _ in range(8)]
     for side in (32, 16, 8, 4):
         maps = torch.randn(8, 32, side, side, generator=g)
         scale = side / 128
