@@ -90,6 +90,7 @@ def test_config_from_dict_coerces_yaml_numbers() -> None:
     ({"max_iters": 5, "amp": "yes"}, "train.amp: must be true or false"),
     ({"max_iters": 5, "lr_steps": [8, 4]}, "strictly increasing"),
     ({"max_iters": 5, "warmup_factor": 0, "lr": -1}, "lr must be > 0, got -1.0; warmup_factor must be in (0, 1]"),
+    ({"max_iters": 5, "ema_decay": 1}, "ema_decay must be in [0, 1) (0: no average), got 1.0"),
 ])
 def test_config_errors_name_the_file_and_key(params: dict, fragment: str) -> None:
     with pytest.raises(InputError) as info:
@@ -193,13 +194,15 @@ def test_unreadable_checkpoint_is_an_input_error(tmp_path: Path) -> None:
 
 # --- trainer -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("optimizer", "interruption"),
-                         [("sgd", "crash"), ("adamw", "crash"), ("sgd", "max_iters")])
-def test_resume_is_bit_exact(tmp_path: Path, optimizer: str, interruption: str) -> None:
+@pytest.mark.parametrize(("optimizer", "interruption", "ema_decay"),
+                         [("sgd", "crash", 0.0), ("adamw", "crash", 0.0), ("sgd", "max_iters", 0.0),
+                          ("adamw", "crash", 0.7), ("sgd", "max_iters", 0.7)])
+def test_resume_is_bit_exact(tmp_path: Path, optimizer: str, interruption: str, ema_decay: float) -> None:
     """10 straight iterations == 6 (interrupted) + resume to 10, weight for weight and row for row.
     The crash comes 2 iterations after the checkpoint at 4, so those rows must be redone, not
-    duplicated; dropout and augmentation make every RNG stream matter."""
-    extra = {"grad_clip": 1.0} if optimizer == "adamw" else {}
+    duplicated; dropout and augmentation make every RNG stream matter. With a weight average the
+    run ending at 6 ends on the average, and the resume must continue from the raw weights."""
+    extra = ({"grad_clip": 1.0} if optimizer == "adamw" else {}) | ({"ema_decay": ema_decay} if ema_decay else {})
     straight = _train(tmp_path / "straight", _config(optimizer=optimizer, **extra))
     if interruption == "crash":
         with pytest.raises(Interrupt):
@@ -259,6 +262,59 @@ def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
         _train(tmp_path, _config(lr=0.1), resume=True)
     with pytest.raises(InputError, match="checkpoint is at iteration 4, past max_iters=2"):
         _train(tmp_path, _config(max_iters=2), resume=True)
+
+
+def test_resume_takes_a_key_a_checkpoint_lacks_at_its_default(tmp_path: Path) -> None:
+    """A checkpoint written before ``ema_decay`` existed was trained without an average: it resumes
+    under the default and is refused under another value."""
+    _train(tmp_path, _config(max_iters=4))
+    path = tmp_path / "checkpoints/last.pt"
+    state = load_checkpoint(path)
+    del state["config"]["ema_decay"]
+    torch.save(state, path)
+    _train(tmp_path, _config(max_iters=6), resume=True)
+    assert load_checkpoint(path)["iteration"] == 6
+    torch.save(state, path)
+    with pytest.raises(InputError, match=r"cannot resume: \['ema_decay'\] differ"):
+        _train(tmp_path, _config(max_iters=6, ema_decay=0.9), resume=True)
+
+
+def test_weight_average_is_the_ema_of_the_steps_weights_validated_kept_and_checkpointed(tmp_path: Path) -> None:
+    """e_1 = w_1, e_t = d e_(t-1) + (1 - d) w_t over the weights after each step, buffers included;
+    ``eval_model`` holds it during training, the model and model_final.pt end with it, and last.pt
+    keeps the raw weights beside it."""
+    decay, steps = 0.6, []
+    model = make_model(0)
+    model.register_buffer("scale", torch.ones(1))
+
+    def record(iteration: int, row: dict[str, float]) -> None:
+        model.scale.add_(1.0)  # a buffer that moves: averaged like a weight
+        steps.append({k: v.clone() for k, v in model.state_dict().items()})
+        if iteration == 2:
+            assert torch.allclose(trainer.eval_model.reg.weight, expected(steps)["reg.weight"], rtol=1e-6, atol=1e-7)
+
+    def expected(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        average = dict(states[0])
+        for state in states[1:]:
+            average = {k: decay * average[k] + (1 - decay) * state[k] for k in average}
+        return average
+
+    trainer = Trainer(model, ToyDataset(), _config(max_iters=5, ema_decay=decay), tmp_path, collate, callbacks=[record])
+    assert trainer.eval_model is not model
+    trainer.train()
+    # the buffer moves after the update of its own step, so the average has seen it one step late
+    average = expected(steps)
+    final = torch.load(tmp_path / "checkpoints/model_final.pt", weights_only=True)
+    for name, value in model.state_dict().items():
+        if name != "scale":
+            assert torch.allclose(value, average[name], rtol=1e-6, atol=1e-7), name
+            assert torch.equal(final[name], value) and not torch.equal(value, steps[-1][name]), name
+    seen = [{"scale": torch.ones(1)}] + [{"scale": s["scale"]} for s in steps[:-1]]
+    assert float(model.scale) == pytest.approx(float(expected(seen)["scale"]))
+    state = load_checkpoint(tmp_path / "checkpoints/last.pt")
+    assert torch.equal(state["model"]["reg.weight"], steps[-1]["reg.weight"])
+    assert torch.equal(state["ema"]["module.reg.weight"], model.reg.weight)
+    assert Trainer(make_model(0), ToyDataset(), _config(max_iters=5), None, collate).eval_model is not None
 
 
 def test_resume_refuses_other_run_settings(tmp_path: Path) -> None:

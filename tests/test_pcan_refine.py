@@ -3,9 +3,12 @@ in one linking pass, on the synthetic cache of test_pcan_model."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from instseg.engine.validation import read_curve
 from instseg.errors import InputError
 from instseg.video.models.trackers.quasi_dense import QuasiDenseConfig
 from instseg.video.pcan.cache import CachedVideo
@@ -14,6 +17,7 @@ from instseg.video.pcan.model import PCAN, PCANConfig
 from instseg.video.pcan.refine_training import (RefineTraining, RoiBatches, frozen_rois, refine_loss, refine_variant,
                                                 train_refine)
 from instseg.video.pcan.tracking import track_pcan, track_pcan_variants
+from instseg.video.tracking.embedding_training import FixedBatchValidation
 
 from test_pcan_model import C, SMALL, video  # noqa: F401  (the fixture)
 
@@ -73,6 +77,21 @@ def test_refine_training_lowers_the_loss_and_leaves_the_frame_module(model: PCAN
     assert after < before
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in run.model.state_dict().items() if k.startswith("frame."))
     assert (tmp_path / "r" / "checkpoints" / "model_final.pt").is_file()
+
+
+def test_refine_training_with_a_weight_average_validates_and_returns_the_average(model: PCAN, video: CachedVideo,
+                                                                              tmp_path) -> None:
+    """The run without the average follows the same raw trajectory, so its head is the raw weights:
+    the averaged run returns other weights, and its last validation point is their loss."""
+    rois = frozen_rois(model, [video])
+    training = RefineTraining(iters=12, rois_per_batch=8, lr=1e-2, val_rois=8, ema_decay=0.8)
+    run = train_refine(refine_variant(model, seed=0), training, rois, rois, seed=0, out_dir=tmp_path / "ema")
+    raw = train_refine(refine_variant(model, seed=0), replace(training, ema_decay=0.0), rois, rois, seed=0)
+    averaged, last = run.model.refine_head.state_dict(), raw.model.refine_head.state_dict()
+    assert not all(torch.equal(averaged[k], last[k]) for k in averaged)
+    fixed = torch.randperm(len(rois), generator=torch.Generator().manual_seed(0))[:8]
+    measured = FixedBatchValidation(run.model, [(rois, fixed)], 1, loss_fn=refine_loss).measure()
+    assert read_curve(tmp_path / "ema" / "val_loss.csv")[-1][1] == pytest.approx(measured, rel=1e-6)
 
 
 def test_variants_share_the_identities_and_the_default_variant_is_track_pcan(model: PCAN, video: CachedVideo) -> None:

@@ -29,6 +29,8 @@ class TrainConfig:
     SGD. ``amp`` is honoured on CUDA only (``amp_dtype="auto"``: bfloat16 where supported, else
     float16 with a GradScaler); on CPU it is ignored. ``deterministic`` turns on
     ``torch.use_deterministic_algorithms`` (slower; only needed for bit-exact CUDA runs).
+    ``ema_decay`` > 0 keeps an exponential moving average of the weights, updated after every
+    step: what the trainer's ``eval_model`` is and what the run ends with (see :class:`Trainer`).
     """
 
     max_iters: int
@@ -49,6 +51,7 @@ class TrainConfig:
     grad_clip: float | None = None
     num_workers: int = 0
     deterministic: bool = False
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_steps", tuple(self.lr_steps))
@@ -86,7 +89,7 @@ class TrainConfig:
         return out
 
 
-_FLOATS = {"lr", "momentum", "weight_decay", "warmup_factor", "gamma", "grad_clip"}
+_FLOATS = {"lr", "momentum", "weight_decay", "warmup_factor", "gamma", "grad_clip", "ema_decay"}
 _INTS = {"max_iters", "batch_size", "warmup_iters", "checkpoint_every", "log_every", "seed", "num_workers"}
 _BOOLS = {"amp", "deterministic"}
 
@@ -140,5 +143,6 @@ def _problems(cfg: TrainConfig) -> list[str]:
         (cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}"),
         (cfg.grad_clip is None or cfg.grad_clip > 0, f"grad_clip must be > 0 or null, got {cfg.grad_clip}"),
         (cfg.num_workers >= 0, f"num_workers must be >= 0, got {cfg.num_workers}"),
+        (0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1) (0: no average), got {cfg.ema_decay}"),
     ]
     return [message for ok, message in checks if not ok]

@@ -28,6 +28,7 @@ from typing import IO, Any
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -99,6 +100,13 @@ class Trainer:
     metrics row of that step.
     ``run_settings``: what else the run depends on (model config, initialisation; JSON-like values),
     kept in each checkpoint; a resume under other settings is refused, as under another schedule.
+
+    With ``config.ema_decay`` the trainer keeps torch's ``AveragedModel`` of the weights (buffers
+    included), updated after every optimizer step and checkpointed with them. Why: at a constant
+    learning rate the weights jitter around the plateau, and so does any validation loss measured
+    on them, by as much as a plateau check's tolerance; the average does not. ``eval_model`` is the
+    module to validate (the average, else the model itself); when training ends the model holds
+    the averaged weights, which ``model_final.pt`` keeps (the raw ones stay in ``last.pt``).
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset | None, config: TrainConfig, out_dir: str | PathLike | None,
@@ -132,6 +140,15 @@ class Trainer:
         self.optimizer = build_optimizer(self.params, config)
         self.amp_dtype = _amp_dtype(config, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.ema = None
+        if config.ema_decay:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What validation measures: the weight average when there is one."""
+        return self.model if self.ema is None else self.ema.module
 
     @property
     def last_checkpoint(self) -> Path | None:
@@ -188,6 +205,8 @@ class Trainer:
                     self._log(bar, row)
                 for callback in self.callbacks:
                     callback(iteration, row)
+            if self.ema is not None:
+                self.model.load_state_dict(self.ema.module.state_dict())
             if writes:
                 atomic_save(self.model.state_dict(), self.final_weights)
             dist_utils.barrier()
@@ -227,6 +246,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return {"iteration": iteration, "lr": lr, **named}
 
     def _save_checkpoint(self, iteration: int) -> None:
@@ -234,15 +255,18 @@ class Trainer:
         rng = dist_utils.all_gather_object(rng_state())
         if not dist_utils.is_main_process():
             return
-        atomic_save({"format": CHECKPOINT_FORMAT, "iteration": iteration, "model": self.model.state_dict(),
-                     "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                     "rng": rng, "config": self.config.to_dict(), "settings": self.run_settings},
-                    self.last_checkpoint)
+        state = {"format": CHECKPOINT_FORMAT, "iteration": iteration, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "rng": rng, "config": self.config.to_dict(), "settings": self.run_settings}
+        atomic_save(state if self.ema is None else state | {"ema": self.ema.state_dict()}, self.last_checkpoint)
 
     def _restore(self) -> int:
         state = load_checkpoint(self.last_checkpoint)
         current = self.config.to_dict()
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and state["config"].get(k) != current[k])
+        # A key the checkpoint lacks was added later: the run was trained under its default.
+        default = TrainConfig(max_iters=1).to_dict()
+        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES
+                         and state["config"].get(k, default[k]) != current[k])
         if changed:
             raise InputError(f"cannot resume: {changed} differ from the checkpoint's config "
                              f"({ {k: state['config'].get(k) for k in changed} })", self.last_checkpoint)
@@ -254,6 +278,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         if len(state["rng"]) == self.world_size:
             set_rng_state(state["rng"][self.rank])
         else:

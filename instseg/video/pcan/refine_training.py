@@ -42,13 +42,14 @@ class RefineTraining:
     lr: float = 2e-3
     decay_at: float = 0.7
     val_rois: int = 256
+    ema_decay: float = 0.0  # > 0: validate and keep the weights' moving average (Trainer)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RefineTraining:
         return config_from_dict(cls, values, "pcan.refine")
 
     def engine_config(self, seed: int) -> TrainConfig:
-        return schedule(self.iters, self.lr, self.rois_per_batch, seed, self.decay_at)
+        return replace(schedule(self.iters, self.lr, self.rois_per_batch, seed, self.decay_at), ema_decay=self.ema_decay)
 
 
 @dataclass
@@ -153,10 +154,12 @@ def train_refine(variant: PCAN, training: RefineTraining, train: RoiSet, val: Ro
     fixed = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:training.val_rois]
     val_path = None if out_dir is None else Path(out_dir) / "val_loss.csv"
     batches = [(val, chunk) for chunk in fixed.split(training.rois_per_batch)]
-    validation = FixedBatchValidation(variant, batches, training.iters, val_path, loss_fn=refine_loss)
     start = time.perf_counter()
-    summary = Trainer(variant, None, engine, out_dir, loss_fn=refine_loss, callbacks=[validation],
-                      batches=RoiBatches(train, training.rois_per_batch, seed)).train(resume=resume)
+    trainer = Trainer(variant, None, engine, out_dir, loss_fn=refine_loss,
+                      batches=RoiBatches(train, training.rois_per_batch, seed))
+    validation = FixedBatchValidation(trainer.eval_model, batches, training.iters, val_path, loss_fn=refine_loss)
+    trainer.callbacks.append(validation)
+    summary = trainer.train(resume=resume)
     variant.eval()
     return RefineRun(variant, time.perf_counter() - start,
                      validation.check(phase_end=max(engine.lr_steps, default=None)),
