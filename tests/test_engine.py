@@ -24,6 +24,7 @@ from instseg.engine import (
     rng_state,
     seed_everything,
     set_rng_state,
+    weights_digest,
 )
 from instseg.engine import checkpoint as checkpoint_module
 from instseg.errors import InputError
@@ -262,6 +263,38 @@ def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
         _train(tmp_path, _config(lr=0.1), resume=True)
     with pytest.raises(InputError, match="checkpoint is at iteration 4, past max_iters=2"):
         _train(tmp_path, _config(max_iters=2), resume=True)
+
+
+def test_restart_changed_trains_a_changed_run_anew(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A pipeline's run whose schedule or settings changed is trained from scratch, as a fresh run."""
+    def train(directory: Path, settings: dict, resume: bool, **overrides) -> Trainer:
+        trainer = Trainer(make_model(0), ToyDataset(), _config(max_iters=6, **overrides), directory, collate,
+                          run_settings=settings)
+        trainer.train(resume=resume, restart_changed=True)
+        return trainer
+
+    train(tmp_path / "run", {"base": "a"}, resume=False)
+    fresh = train(tmp_path / "fresh", {"base": "b"}, resume=False, lr=0.1)
+    with caplog.at_level("WARNING", logger="instseg.engine.trainer"):
+        again = train(tmp_path / "run", {"base": "b"}, resume=True, lr=0.1)
+    assert "training anew" in caplog.text and "['lr'] differ" in caplog.text
+    _assert_same_weights(fresh.model, again.model)
+    assert [int(r["iteration"]) for r in _rows(tmp_path / "run/metrics.csv")] == list(range(6))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="instseg.engine.trainer"):
+        other = train(tmp_path / "run", {"base": "c"}, resume=True, lr=0.1)  # same schedule, other settings
+    assert "other settings (['base'])" in caplog.text
+    _assert_same_weights(fresh.model, other.model)
+
+
+def test_weights_digest_sees_every_value_name_and_dtype() -> None:
+    state = make_model(0).state_dict()
+    assert weights_digest(state) == weights_digest(make_model(0).state_dict())
+    changed = {k: v.clone() for k, v in state.items()}
+    changed["reg.bias"][1] += 1e-6
+    renamed = {("x" + k if k == "reg.bias" else k): v for k, v in state.items()}
+    doubled = {k: v.double() for k, v in state.items()}
+    assert len({weights_digest(s) for s in (state, changed, renamed, doubled)}) == 4
 
 
 def test_resume_takes_a_key_a_checkpoint_lacks_at_its_default(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ Typical use (same script for ``python`` and ``torchrun --nproc_per_node N``)::
     Trainer(model, dataset, config, "runs/x", collate_fn, device).train(resume=True)
 """
 
-from instseg.engine.checkpoint import atomic_save, atomic_write, load_checkpoint
+from instseg.engine.checkpoint import atomic_save, atomic_write, load_checkpoint, weights_digest
 from instseg.engine.config import TrainConfig
 from instseg.engine.distributed import (
     destroy_distributed,
@@ -36,6 +36,7 @@ __all__ = [
     "is_main_process",
     "lr_at",
     "load_checkpoint",
+    "weights_digest",
     "rank",
     "rng_state",
     "seed_everything",

@@ -7,10 +7,11 @@ Windows). A crash or kill at any moment leaves either the old or the new file, n
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import IO, Any
@@ -57,3 +58,14 @@ def load_checkpoint(path: str | PathLike, map_location: str | torch.device = "cp
         raise InputError("checkpoint not found", path) from None
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
         raise InputError(f"unreadable checkpoint ({exc})", path) from None
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """A short digest of a state dict (names, dtypes, shapes and bytes): what a run trained on top of
+    a model records, so that it is not reused once that model has changed."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]

@@ -168,16 +168,18 @@ class Trainer:
                             generator=torch.Generator().manual_seed(derive_seed(cfg.seed, self.rank, start)))
         return iter(loader)
 
-    def train(self, resume: bool = False) -> dict[str, Any]:
+    def train(self, resume: bool = False, restart_changed: bool = False) -> dict[str, Any]:
         """Run to ``max_iters``; with ``resume`` continue from ``checkpoints/last.pt`` if it exists
-        (else start from scratch). Returns a summary (iterations, last losses, paths, seconds)."""
+        (else start from scratch). A checkpoint of another schedule or other settings is refused,
+        or with ``restart_changed`` trained over anew (a pipeline's run whose inputs changed).
+        Returns a summary (iterations, last losses, paths, seconds)."""
         cfg = self.config
         main = dist_utils.is_main_process()
         writes = main and self.out_dir is not None
         seed_everything(derive_seed(cfg.seed, self.rank), cfg.deterministic)
         if resume and self.out_dir is None:
             raise ValueError("an in-memory run (no out_dir) cannot resume")
-        start = self._restore() if resume and self.last_checkpoint.exists() else 0
+        start = self._restore(restart_changed) if resume and self.last_checkpoint.exists() else 0
         if start > cfg.max_iters:
             raise InputError(f"checkpoint is at iteration {start}, past max_iters={cfg.max_iters}",
                              self.last_checkpoint)
@@ -260,21 +262,26 @@ class Trainer:
                  "rng": rng, "config": self.config.to_dict(), "settings": self.run_settings}
         atomic_save(state if self.ema is None else state | {"ema": self.ema.state_dict()}, self.last_checkpoint)
 
-    def _restore(self) -> int:
+    def _restore(self, restart_changed: bool = False) -> int:
         state = load_checkpoint(self.last_checkpoint)
         current = self.config.to_dict()
         # A key the checkpoint lacks was added later: the run was trained under its default.
         default = TrainConfig(max_iters=1).to_dict()
         changed = sorted(k for k in current if k not in RESUMABLE_CHANGES
                          and state["config"].get(k, default[k]) != current[k])
+        problem = None
         if changed:
-            raise InputError(f"cannot resume: {changed} differ from the checkpoint's config "
-                             f"({ {k: state['config'].get(k) for k in changed} })", self.last_checkpoint)
+            problem = f"{changed} differ from the checkpoint's config ({ {k: state['config'].get(k) for k in changed} })"
         stored = state.get("settings")
-        if self.run_settings is not None and stored != self.run_settings:
+        if problem is None and self.run_settings is not None and stored != self.run_settings:
             changed = sorted(k for k in self.run_settings if (stored or {}).get(k) != self.run_settings[k])
-            raise InputError(f"cannot resume: the run was trained with other settings ({changed or 'unrecorded'}); "
-                             "remove the run directory to retrain it", self.last_checkpoint)
+            problem = (f"the run was trained with other settings ({changed or 'unrecorded'}); remove the run "
+                       "directory to retrain it")
+        if problem is not None:
+            if restart_changed:
+                logger.warning("%s: cannot resume (%s): training anew", self.last_checkpoint, problem)
+                return 0
+            raise InputError(f"cannot resume: {problem}", self.last_checkpoint)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])

@@ -35,6 +35,8 @@ import pandas as pd
 import torch
 from torchvision.models.detection.transform import resize_boxes
 
+from instseg.data.dvc_hash import file_md5
+from instseg.engine.checkpoint import weights_digest
 from instseg.engine.runs import load_run
 from instseg.errors import InputError
 from instseg.video.data.kitti_mots import read_mots_dir
@@ -158,6 +160,7 @@ class _Inputs:
     out_dir: str
     detector_run: str
     trackers: str  # notebook 04's tracker runs (quasi_dense_s<seed>)
+    digests: tuple[tuple[str, str], ...] = ()  # of what the cached features come from: a run trained on others retrains
 
 
 def _training_row(row: str, seed: int, stage: str, run: Any) -> dict[str, Any]:
@@ -201,8 +204,9 @@ def _row_job(setup: PCANSetup, tracking: TrackingSetup, row: str, seed: int, inp
 
     embed_init = (load_tracker_run(Path(inputs.trackers) / f"quasi_dense_s{seed}").embed_head
                   if setup.training.init_embedding else None)
+    inputs_digest = dict(inputs.digests)
     run = train_pcan(setup.config(row), setup.training, train, val_loss, seed, out_dir=out_dir / f"{row}_s{seed}",
-                     resume=resume, embed_init=embed_init)
+                     resume=resume, embed_init=embed_init, inputs=inputs_digest)
     save_pcan_run(out_dir / f"{row}_s{seed}", run.model, inputs.detector_run, dict(tracking.quasi_dense))
     training = [_training_row(row, seed, "clips", run)]
     model = run.model
@@ -213,9 +217,11 @@ def _row_job(setup: PCANSetup, tracking: TrackingSetup, row: str, seed: int, inp
             changes["bilayer"] = {"refine": "bilayer"}
         if changes:
             rois = frozen_rois(model, train), frozen_rois(model, val_loss)
+            base = inputs_digest | {"base_model": weights_digest(model.state_dict())}
             for name, change in changes.items():
                 refined = train_refine(refine_variant(model, seed, **change), setup.refine_training(name), *rois,
-                                       seed, out_dir=out_dir / f"{name}_s{seed}", resume=resume)
+                                       seed, out_dir=out_dir / f"{name}_s{seed}", resume=resume,
+                                       settings=base | {"variant": change})
                 save_pcan_run(out_dir / f"{name}_s{seed}", refined.model, inputs.detector_run, dict(tracking.quasi_dense))
                 training.append(_training_row(name, seed, "refine", refined))
                 rows |= alone(name, "refine", refined.model)
@@ -242,7 +248,7 @@ def run_pcan_experiment(setup: PCANSetup, tracking: TrackingSetup, data_root: st
     """Everything notebook 05 reports (see the module docstring); runs under ``out_dir``
     (default ``runs_root/pcan``), each a run directory ``instseg track --checkpoint`` reads.
     Notebook 04's tracker runs are read from ``trackers_dir`` (default ``runs_root/trackers``).
-    Rows train and are scored in ``setup.workers`` processes (one thread each), ``pcan`` first."""
+    Rows train and are scored in ``setup.workers`` processes (one thread each), longest first."""
     root, runs_root = Path(data_root), Path(runs_root)
     out_dir = Path(out_dir) if out_dir is not None else runs_root / "pcan"
     detector_run = runs_root / tracking.detector
@@ -281,12 +287,16 @@ def run_pcan_experiment(setup: PCANSetup, tracking: TrackingSetup, data_root: st
     seconds["baselines"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    jobs = [(row, seed) for row in setup.trained for seed in seeds]  # pcan first: the longest jobs
-    jobs.sort(key=lambda job: job[0] != "pcan")
+    # Longest first, so that no worker idles at the end while another runs a long job: pcan (with
+    # its refine retrainings), then the attention baselines (cpu: ~120 s and ~80 s a job, ~70 s the rest)
+    jobs = [(row, seed) for row in setup.trained for seed in seeds]
+    jobs.sort(key=lambda job: (job[0] != "pcan", setup.config(job[0]).attention == "prototypical"))
     results = []
     with tempfile.TemporaryDirectory(prefix="pcan_cache_") as tmp:
+        digests = (("detector", weights_digest(detector.state_dict())),
+                   *((f"{s}.json", file_md5(root / "annotations" / f"{s}.json")) for s in ("train", split)))
         inputs = _Inputs(os.path.join(tmp, "train.pt"), os.path.join(tmp, "val.pt"), str(root), split, str(out_dir),
-                         str(detector_run), str(trackers))
+                         str(detector_run), str(trackers), digests)
         if setup.workers > 1:
             torch.save(train, inputs.train)
             torch.save(val, inputs.val)

@@ -148,18 +148,21 @@ class RefineRun:
 
 
 def train_refine(variant: PCAN, training: RefineTraining, train: RoiSet, val: RoiSet, seed: int,
-                 out_dir: str | Path | None = None, resume: bool = False) -> RefineRun:
-    """The refine head of ``variant`` trained on ``train`` (its validation loss on fixed ROIs of ``val``)."""
+                 out_dir: str | Path | None = None, resume: bool = False, settings: dict[str, Any] | None = None
+                 ) -> RefineRun:
+    """The refine head of ``variant`` trained on ``train`` (its validation loss on fixed ROIs of ``val``).
+    ``settings``: what the run was trained on top of (the base model's digest, the variant); a run
+    found under other settings, or another schedule, is trained anew."""
     engine = training.engine_config(seed)
     fixed = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:training.val_rois]
     val_path = None if out_dir is None else Path(out_dir) / "val_loss.csv"
     batches = [(val, chunk) for chunk in fixed.split(training.rois_per_batch)]
     start = time.perf_counter()
     trainer = Trainer(variant, None, engine, out_dir, loss_fn=refine_loss,
-                      batches=RoiBatches(train, training.rois_per_batch, seed))
+                      batches=RoiBatches(train, training.rois_per_batch, seed), run_settings=settings)
     validation = FixedBatchValidation(trainer.eval_model, batches, training.iters, val_path, loss_fn=refine_loss)
     trainer.callbacks.append(validation)
-    summary = trainer.train(resume=resume)
+    summary = trainer.train(resume=resume, restart_changed=True)
     variant.eval()
     return RefineRun(variant, time.perf_counter() - start,
                      validation.check(phase_end=max(engine.lr_steps, default=None)),

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from instseg.engine import TrainConfig, derive_seed
+from instseg.engine import TrainConfig, derive_seed, weights_digest
 from instseg.engine.plateau import PlateauCheck
 from instseg.engine.trainer import Trainer
 from instseg.errors import InputError
@@ -183,10 +183,12 @@ class PCANRun:
 
 def train_pcan(config: PCANConfig, training: PCANTraining, train: Sequence[CachedVideo], val: Sequence[CachedVideo],
                seed: int, out_dir: str | Path | None = None, resume: bool = False,
-               embed_init: nn.Module | None = None) -> PCANRun:
+               embed_init: nn.Module | None = None, inputs: dict[str, str] | None = None) -> PCANRun:
     """A fresh PCAN (initialised from ``seed``; its embedding head from ``embed_init``, a trained
     QDTrack-style head, where given) trained on clips of ``train``; its validation loss on fixed
-    clips of ``val`` feeds the plateau check. With ``out_dir`` the run checkpoints there."""
+    clips of ``val`` feeds the plateau check. With ``out_dir`` the run checkpoints there; a run
+    found there under other settings (``inputs``: digests of what the clips come from; the start
+    head's weights) is trained anew."""
     channels = int(next(iter(train[0].frames[0].levels.values())).shape[0])
     torch.manual_seed(derive_seed(seed, 0x9CA))
     model = PCAN(config, channels)
@@ -205,9 +207,11 @@ def train_pcan(config: PCANConfig, training: PCANTraining, train: Sequence[Cache
     chunks = [val_batch[i:i + training.clips_per_batch] for i in range(0, len(val_batch), training.clips_per_batch)]
     validation = FixedBatchValidation(model, chunks, training.iters, val_path, loss_fn=clips_loss)
     start = time.perf_counter()
-    settings = {"model": config.to_dict(), "training": asdict(training), "embed_init": embed_init is not None}
-    summary = Trainer(model, None, engine, out_dir, loss_fn=clips_loss, callbacks=[validation], run_settings=settings,
-                      batches=ClipBatches(train, training.clips_per_batch, training.max_gap, config.memory_length, seed)).train(resume=resume)
+    settings = {"model": config.to_dict(), "training": asdict(training), "inputs": dict(inputs or {}),
+                "embed_init": None if embed_init is None else weights_digest(embed_init.state_dict())}
+    trainer = Trainer(model, None, engine, out_dir, loss_fn=clips_loss, callbacks=[validation], run_settings=settings,
+                      batches=ClipBatches(train, training.clips_per_batch, training.max_gap, config.memory_length, seed))
+    summary = trainer.train(resume=resume, restart_changed=True)
     model.eval()
     return PCANRun(model, time.perf_counter() - start, validation.check(phase_end=max(engine.lr_steps, default=None)),
                    validation.curve(), {k: float(v) for k, v in summary["losses"].items()})
