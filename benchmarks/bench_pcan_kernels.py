@@ -7,7 +7,9 @@ thread, as the notebook's workers run):
 - ``roi_align_bilinear`` (each item's map read in place by one grid) against torchvision's
   ``roi_align`` with the same settings (aligned, one sample per bin);
 - the clip training's validation loss (PCAN's default model, no grad) over 32 clips measured 4 at
-  a time, as ``FixedBatchValidation`` now does, against the same clips in one batch.
+  a time, as ``FixedBatchValidation`` now does, against the same clips in one batch;
+- a refine retraining (the engine's trainer, 20 steps of 128 ROIs) keeping the weights' moving
+  average (``ema_decay``), against the same retraining without it: the average's cost.
 
 Sizes are a PCAN batch's: 8 frames (4 clips, key + reference) of 28 ROIs each on the FPN maps of a
 128² frame (P2-P5: 32² ... 4², 32 channels), instance EM over 14 x 14 ROI features with 10
@@ -26,11 +28,13 @@ from collections.abc import Callable
 import torch
 from torchvision.ops import roi_align
 
+from instseg.engine.trainer import Trainer
 from instseg.video.layers.prototypes import assign, squared_distances
 from instseg.video.layers.roi_sampling import roi_align_bilinear
 from instseg.video.models.inference import FrameDetections
 from instseg.video.pcan.cache import TARGET_KEYS, CachedFrame, CachedVideo
 from instseg.video.pcan.model import PCAN, PCANConfig
+from instseg.video.pcan.refine_training import RefineTraining, RoiBatches, frozen_rois, refine_loss, refine_variant
 from instseg.video.pcan.training import clips_loss
 
 
@@ -119,6 +123,15 @@ def main() -> None:
     with torch.no_grad():
         _row("validation loss, 32 clips (4 at a time)", _median_ms(chunked, max(args.repeat // 4, 3)),
              _median_ms(lambda: clips_loss(model, clips), max(args.repeat // 4, 3)))
+    rois = frozen_rois(model, videos)
+
+    def retrain(ema_decay: float) -> None:
+        training = RefineTraining(iters=20, rois_per_batch=128, ema_decay=ema_decay)
+        Trainer(refine_variant(model, 0), None, training.engine_config(0), None, loss_fn=refine_loss,
+                batches=RoiBatches(rois, 128, 0)).train()
+
+    _row("refine retraining 20 x 128 ROIs, with EMA", _median_ms(lambda: retrain(0.95), max(args.repeat // 4, 3)),
+         _median_ms(lambda: retrain(0.0), max(args.repeat // 4, 3)))
 
 
 if __name__ == "__main__":
