@@ -295,6 +295,10 @@ def test_weights_digest_sees_every_value_name_and_dtype() -> None:
     renamed = {("x" + k if k == "reg.bias" else k): v for k, v in state.items()}
     doubled = {k: v.double() for k, v in state.items()}
     assert len({weights_digest(s) for s in (state, changed, renamed, doubled)}) == 4
+    norm = torch.nn.BatchNorm1d(3).state_dict()  # a 0-dim counter and an empty tensor digest too
+    counted = dict(norm, num_batches_tracked=torch.tensor(1))
+    assert weights_digest(norm) != weights_digest(counted)
+    assert weights_digest({"empty": torch.zeros(0)}) != weights_digest({"empty": torch.zeros(0, 2)})
 
 
 def test_resume_takes_a_key_a_checkpoint_lacks_at_its_default(tmp_path: Path) -> None:
