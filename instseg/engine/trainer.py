@@ -269,19 +269,19 @@ class Trainer:
         default = TrainConfig(max_iters=1).to_dict()
         changed = sorted(k for k in current if k not in RESUMABLE_CHANGES
                          and state["config"].get(k, default[k]) != current[k])
-        problem = None
+        problem, hint = None, ""
         if changed:
             problem = f"{changed} differ from the checkpoint's config ({ {k: state['config'].get(k) for k in changed} })"
         stored = state.get("settings")
         if problem is None and self.run_settings is not None and stored != self.run_settings:
             changed = sorted(k for k in self.run_settings if (stored or {}).get(k) != self.run_settings[k])
-            problem = (f"the run was trained with other settings ({changed or 'unrecorded'}); remove the run "
-                       "directory to retrain it")
+            problem = f"the run was trained with other settings ({changed or 'unrecorded'})"
+            hint = "; remove the run directory to retrain it"
         if problem is not None:
             if restart_changed:
                 logger.warning("%s: cannot resume (%s): training anew", self.last_checkpoint, problem)
                 return 0
-            raise InputError(f"cannot resume: {problem}", self.last_checkpoint)
+            raise InputError(f"cannot resume: {problem}{hint}", self.last_checkpoint)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
