@@ -15,7 +15,7 @@ from instseg.video.pcan.cache import CachedVideo
 from instseg.video.pcan.experiment import PCANSetup
 from instseg.video.pcan.model import PCAN, PCANConfig
 from instseg.video.pcan.refine_training import (RefineTraining, RoiBatches, frozen_rois, refine_loss, refine_variant,
-                                                train_refine)
+                                                roi_maps, train_refine, with_maps)
 from instseg.video.pcan.tracking import track_pcan, track_pcan_variants
 from instseg.video.tracking.embedding_training import FixedBatchValidation
 
@@ -54,26 +54,47 @@ def test_variant_shares_the_frozen_parts_and_trains_only_its_refine_head(model: 
         assert p.requires_grad == name.startswith("refine_head.")
         if not p.requires_grad:
             assert torch.equal(p, model.state_dict()[name])
-    rois = frozen_rois(model, [video])
+    rois = with_maps(variant, frozen_rois(model, [video]))
     batch = RoiBatches(rois, 6, seed=1).batch(0)
     assert torch.equal(batch[1], RoiBatches(rois, 6, seed=1).batch(0)[1])  # a function of seed and iteration
     loss = sum(refine_loss(variant, batch).values())
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in variant.refine_head.parameters())
     bilayer = refine_variant(model, seed=0, refine="bilayer")
-    terms = refine_loss(bilayer, batch)
+    terms = refine_loss(bilayer, (with_maps(bilayer, rois), batch[1]))
     assert {"loss_mask", "loss_occluder_mask"} <= set(terms)
+
+
+def test_precomputed_maps_are_the_maps_of_each_batch_and_belong_to_their_settings(model: PCAN,
+                                                                                  video: CachedVideo) -> None:
+    """A set mapped in chunks gives every ROI the maps its own batch would compute (propagated ROIs
+    and fresh ones alike); a variant with other prototype numbers or momentum refuses it."""
+    rois = frozen_rois(model, [video])
+    variant = refine_variant(model, seed=0, fg_prototypes=2, bg_prototypes=3)
+    mapped = with_maps(variant, rois, chunk=5)
+    index = torch.randint(len(rois), (17,), generator=torch.Generator().manual_seed(4))
+    assert (rois.previous[index] >= 0).any() and (rois.previous[index] < 0).any()
+    assert mapped.maps.shape == (len(rois), 2, 14, 14)
+    torch.testing.assert_close(mapped.maps[index], roi_maps(variant, rois, index), rtol=0, atol=1e-6)
+    moved = refine_variant(model, seed=0, fg_prototypes=2, bg_prototypes=3, momentum=1.0)
+    assert not torch.allclose(with_maps(moved, rois).maps, mapped.maps)  # momentum matters, so it is checked
+    for other in (moved, refine_variant(model, seed=0)):
+        with pytest.raises(InputError, match="with_maps"):
+            refine_loss(other, (mapped, index))
+    with pytest.raises(InputError, match="with_maps"):
+        refine_loss(variant, (rois, index))
 
 
 def test_refine_training_lowers_the_loss_and_leaves_the_frame_module(model: PCAN, video: CachedVideo, tmp_path) -> None:
     rois = frozen_rois(model, [video])
     variant = refine_variant(model, seed=0)
+    mapped = with_maps(variant, rois)
     with torch.no_grad():
-        before = float(sum(refine_loss(variant, (rois, torch.arange(len(rois)))).values()))
+        before = float(sum(refine_loss(variant, (mapped, torch.arange(len(rois)))).values()))
     run = train_refine(variant, RefineTraining(iters=30, rois_per_batch=8, lr=1e-2, val_rois=8), rois, rois, seed=0,
                        out_dir=tmp_path / "r")
     with torch.no_grad():
-        after = float(sum(refine_loss(run.model, (rois, torch.arange(len(rois)))).values()))
+        after = float(sum(refine_loss(run.model, (mapped, torch.arange(len(rois)))).values()))
     assert after < before
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in run.model.state_dict().items() if k.startswith("frame."))
     assert (tmp_path / "r" / "checkpoints" / "model_final.pt").is_file()
@@ -90,7 +111,7 @@ def test_refine_training_with_a_weight_average_validates_and_returns_the_average
     averaged, last = run.model.refine_head.state_dict(), raw.model.refine_head.state_dict()
     assert not all(torch.equal(averaged[k], last[k]) for k in averaged)
     fixed = torch.randperm(len(rois), generator=torch.Generator().manual_seed(0))[:8]
-    measured = FixedBatchValidation(run.model, [(rois, fixed)], 1, loss_fn=refine_loss).measure()
+    measured = FixedBatchValidation(run.model, [(with_maps(run.model, rois), fixed)], 1, loss_fn=refine_loss).measure()
     assert read_curve(tmp_path / "ema" / "val_loss.csv")[-1][1] == pytest.approx(measured, rel=1e-6)
 
 

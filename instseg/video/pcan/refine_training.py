@@ -7,6 +7,10 @@ the prototypes and the head alone; and the features are pooled once per trained 
 what lets seven prototype settings x seeds fit the ``cpu`` budget (a full clip training each does
 not). A ROI's prototypes are propagated from its track's own box in the previous frame (eq. 5.8),
 as at test time along a tracklet.
+
+The attention maps the head reads have no trainable part (masked EM on frozen features inside
+and outside frozen coarse masks), so :func:`with_maps` computes them once per variant and every
+step and validation point reads them: the EM ran at every step before, for the same numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import Tensor
 
 from instseg.engine import TrainConfig, derive_seed
 from instseg.engine.trainer import Trainer
+from instseg.errors import InputError
 from instseg.video.layers.instance_attention import propagate
 from instseg.video.models.trackers.base import config_from_dict
 from instseg.video.pcan.cache import CachedVideo
@@ -62,9 +67,18 @@ class RoiSet:
     logits: Tensor
     targets: dict[str, Tensor]
     previous: Tensor
+    maps: Tensor | None = None  # [N, 2, 14, 14] under the prototype settings ``maps_of`` (with_maps)
+    maps_of: tuple[Any, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.previous)
+
+
+def prototype_settings(model: PCAN) -> tuple[Any, ...]:
+    """What a ROI's attention maps depend on besides the ROI set: the prototype numbers, the EM
+    iterations and eq. 5.8's momentum."""
+    c = model.config
+    return c.fg_prototypes, c.bg_prototypes, c.instance_em_iters, c.momentum
 
 
 @torch.no_grad()
@@ -93,9 +107,10 @@ def frozen_rois(model: PCAN, videos: Sequence[CachedVideo]) -> RoiSet:
                   torch.tensor(previous, dtype=torch.int64))
 
 
-def refine_loss(model: PCAN, batch: tuple[RoiSet, Tensor]) -> dict[str, Tensor]:
-    """The engine's ``loss_fn``: the refine head's terms on ROIs ``batch[1]`` of the set."""
-    rois, index = batch
+@torch.no_grad()
+def roi_maps(model: PCAN, rois: RoiSet, index: Tensor) -> Tensor:
+    """[len(index), 2, 14, 14]: the attention maps of ROIs ``index`` onto their prototypes, those of
+    a ROI with a box one frame before propagated from that box's (eq. 5.8)."""
     features, logits = rois.features[index].float(), rois.logits[index].float()
     before = rois.previous[index]
     has = torch.nonzero(before >= 0).flatten()
@@ -108,7 +123,27 @@ def refine_loss(model: PCAN, batch: tuple[RoiSet, Tensor]) -> dict[str, Tensor]:
         fg[has], bg[has] = (propagate(p, c, model.config.momentum) for p, c in zip(prior, current))
     if len(fresh):
         fg[fresh], bg[fresh] = model.prototypes(features[fresh], logits[fresh])
-    outputs = model.refine(features, model.maps(features, (fg, bg)), logits)
+    return model.maps(features, (fg, bg))
+
+
+def with_maps(model: PCAN, rois: RoiSet, chunk: int = 1024) -> RoiSet:
+    """``rois`` holding every ROI's attention maps under ``model``'s prototype settings (module
+    docstring), computed ``chunk`` ROIs at a time."""
+    if chunk < 1:
+        raise InputError(f"chunk must be >= 1, got {chunk}")
+    maps = [roi_maps(model, rois, index) for index in torch.arange(len(rois)).split(chunk)]
+    empty = rois.features.new_zeros(0, 2, *rois.features.shape[2:], dtype=torch.float32)
+    return replace(rois, maps=torch.cat(maps) if maps else empty, maps_of=prototype_settings(model))
+
+
+def refine_loss(model: PCAN, batch: tuple[RoiSet, Tensor]) -> dict[str, Tensor]:
+    """The engine's ``loss_fn``: the refine head's terms on ROIs ``batch[1]`` of a set
+    :func:`with_maps` prepared for this model's prototype settings."""
+    rois, index = batch
+    if rois.maps is None or rois.maps_of != prototype_settings(model):
+        raise InputError(f"the ROI set holds maps for prototype settings {rois.maps_of}, the model needs "
+                         f"{prototype_settings(model)} (fg, bg, EM iterations, momentum): prepare it with with_maps")
+    outputs = model.refine(rois.features[index].float(), rois.maps[index], rois.logits[index].float())
     return model.refine_loss(outputs, {k: v[index].float() for k, v in rois.targets.items()})
 
 
@@ -154,10 +189,11 @@ def train_refine(variant: PCAN, training: RefineTraining, train: RoiSet, val: Ro
     ``settings``: what the run was trained on top of (the base model's digest, the variant); a run
     found under other settings, or another schedule, is trained anew."""
     engine = training.engine_config(seed)
+    start = time.perf_counter()
+    train, val = with_maps(variant, train), with_maps(variant, val)
     fixed = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:training.val_rois]
     val_path = None if out_dir is None else Path(out_dir) / "val_loss.csv"
     batches = [(val, chunk) for chunk in fixed.split(training.rois_per_batch)]
-    start = time.perf_counter()
     trainer = Trainer(variant, None, engine, out_dir, loss_fn=refine_loss,
                       batches=RoiBatches(train, training.rois_per_batch, seed), run_settings=settings)
     validation = FixedBatchValidation(trainer.eval_model, batches, training.iters, val_path, loss_fn=refine_loss)
