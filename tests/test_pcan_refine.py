@@ -75,7 +75,7 @@ def test_precomputed_maps_are_the_maps_of_each_batch_and_belong_to_their_setting
     index = torch.randint(len(rois), (17,), generator=torch.Generator().manual_seed(4))
     assert (rois.previous[index] >= 0).any() and (rois.previous[index] < 0).any()
     assert mapped.maps.shape == (len(rois), 2, 14, 14)
-    torch.testing.assert_close(mapped.maps[index], roi_maps(variant, rois, index), rtol=0, atol=1e-6)
+    torch.testing.assert_close(mapped.maps[index], roi_maps(variant, rois, index), rtol=0, atol=1e-5)
     moved = refine_variant(model, seed=0, fg_prototypes=2, bg_prototypes=3, momentum=1.0)
     assert not torch.allclose(with_maps(moved, rois).maps, mapped.maps)  # momentum matters, so it is checked
     for other in (moved, refine_variant(model, seed=0)):
@@ -83,6 +83,25 @@ def test_precomputed_maps_are_the_maps_of_each_batch_and_belong_to_their_setting
             refine_loss(other, (mapped, index))
     with pytest.raises(InputError, match="with_maps"):
         refine_loss(variant, (rois, index))
+
+
+def test_a_retraining_maps_exactly_the_rois_its_schedule_draws(model: PCAN, video: CachedVideo) -> None:
+    """Only drawn ROIs are mapped (the rest stay zero and are refused), and the drawn ones are
+    those of the batches the trainer will ask for."""
+    rois = frozen_rois(model, [video])
+    variant = refine_variant(model, seed=0)
+    sampler = RoiBatches(rois, 3, seed=2)
+    drawn = sampler.drawn(4)
+    assert torch.equal(drawn, torch.unique(torch.cat([sampler.batch(i)[1] for i in range(4)])))
+    assert len(drawn) < len(rois)
+    mapped = with_maps(variant, rois, drawn, chunk=2)
+    torch.testing.assert_close(mapped.maps[drawn], with_maps(variant, rois).maps[drawn], rtol=0, atol=1e-5)
+    assert torch.equal(mapped.mapped, torch.isin(torch.arange(len(rois)), drawn))
+    assert not mapped.maps[~mapped.mapped].any()
+    refine_loss(variant, (mapped, sampler.batch(3)[1]))
+    outside = torch.nonzero(~mapped.mapped).flatten()[:1]
+    with pytest.raises(InputError, match="have no maps"):
+        refine_loss(variant, (mapped, torch.cat([drawn[:2], outside])))
 
 
 def test_refine_training_lowers_the_loss_and_leaves_the_frame_module(model: PCAN, video: CachedVideo, tmp_path) -> None:
