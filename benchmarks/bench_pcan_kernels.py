@@ -10,9 +10,9 @@ thread, as the notebook's workers run):
   a time, as ``FixedBatchValidation`` now does, against the same clips in one batch;
 - a refine retraining (the engine's trainer, 20 steps of 128 ROIs) keeping the weights' moving
   average (``ema_decay``), against the same retraining without it: the average's cost;
-- a refine retraining of the same 20 steps reading the ROIs' attention maps computed once
-  (``with_maps``, their cost included), against the same steps with the instance EM run on each
-  batch (``roi_maps`` inside the loss), as every step did before.
+- a refine retraining of the same 20 steps reading the attention maps of the ROIs they draw,
+  computed once (``with_maps``, its cost included), against the same steps with the instance EM
+  run on each batch (``roi_maps`` inside the loss), as every step did before.
 
 Sizes are a PCAN batch's: 8 frames (4 clips, key + reference) of 28 ROIs each on the FPN maps of a
 128² frame (P2-P5: 32² ... 4², 32 channels), instance EM over 14 x 14 ROI features with 10
@@ -138,8 +138,9 @@ def main() -> None:
     def retrain(ema_decay: float, maps_once: bool = True) -> None:
         training = RefineTraining(iters=20, rois_per_batch=128, ema_decay=ema_decay)
         variant = refine_variant(model, 0)
+        mapped = with_maps(variant, rois, RoiBatches(rois, 128, 0).drawn(20)) if maps_once else rois
         Trainer(variant, None, training.engine_config(0), None, loss_fn=refine_loss if maps_once else per_batch_maps,
-                batches=RoiBatches(with_maps(variant, rois) if maps_once else rois, 128, 0)).train()
+                batches=RoiBatches(mapped, 128, 0)).train()
 
     repeat = max(args.repeat // 4, 3)
     _row("refine retraining 20 x 128 ROIs, with EMA", _median_ms(lambda: retrain(0.95), repeat),
