@@ -12,7 +12,7 @@ thread, as the notebook's workers run):
   average (``ema_decay``), against the same retraining without it: the average's cost;
 - a refine retraining of the same 20 steps reading the attention maps of the ROIs they draw,
   computed once (``with_maps``, its cost included), against the same steps with the instance EM
-  run on each batch (``roi_maps`` inside the loss), as every step did before.
+  run on each batch (``with_maps`` of the batch inside the loss), as every step did before.
 
 Sizes are a PCAN batch's: 8 frames (4 clips, key + reference) of 28 ROIs each on the FPN maps of a
 128² frame (P2-P5: 32² ... 4², 32 channels), instance EM over 14 x 14 ROI features with 10
@@ -38,7 +38,7 @@ from instseg.video.models.inference import FrameDetections
 from instseg.video.pcan.cache import TARGET_KEYS, CachedFrame, CachedVideo
 from instseg.video.pcan.model import PCAN, PCANConfig
 from instseg.video.pcan.refine_training import (RefineTraining, RoiBatches, RoiSet, frozen_rois, refine_loss,
-                                                refine_variant, roi_maps, with_maps)
+                                                refine_variant, with_maps)
 from instseg.video.pcan.training import clips_loss
 
 
@@ -130,10 +130,7 @@ def main() -> None:
     rois = frozen_rois(model, videos)
 
     def per_batch_maps(variant: PCAN, batch: tuple[RoiSet, torch.Tensor]) -> dict[str, torch.Tensor]:
-        index = batch[1]
-        outputs = variant.refine(rois.features[index].float(), roi_maps(variant, rois, index),
-                                 rois.logits[index].float())
-        return variant.refine_loss(outputs, {k: v[index].float() for k, v in rois.targets.items()})
+        return refine_loss(variant, (with_maps(variant, rois, batch[1]), batch[1]))
 
     def retrain(ema_decay: float, maps_once: bool = True) -> None:
         training = RefineTraining(iters=20, rois_per_batch=128, ema_decay=ema_decay)
